@@ -1,0 +1,142 @@
+"""The capture writer: rows in, crash-safe Parquet part files out.
+
+A capture is a directory (``something.parquet``) with one sub-directory per table. Each flush
+writes one new part file per table that has new rows: written to a hidden temporary name,
+fsynced, then renamed into place, so a reader (or a ``kill -9``) only ever sees whole files.
+Hidden names (leading ``.``) are ignored by pyarrow, pandas, DuckDB and Spark alike.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from analyzer.schema import TABLES, empty_table, rows_to_table
+
+log = logging.getLogger(__name__)
+
+Rows = Mapping[str, list[dict]]
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_part(directory: Path, table: pa.Table, name: str) -> Path:
+    """Atomically write ``table`` as ``directory/name``: temp file, fsync, rename, fsync dir."""
+    directory.mkdir(parents=True, exist_ok=True)
+    final = directory / name
+    tmp = directory / f".{name}.tmp"
+    with open(tmp, "wb") as fh:
+        pq.write_table(table, fh, compression="zstd")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, final)
+    _fsync_dir(directory)
+    return final
+
+
+def init_capture(path: Path) -> None:
+    """Create the capture directory with every table present (an empty part where none exists)."""
+    path.mkdir(parents=True, exist_ok=True)
+    for name in TABLES:
+        table_dir = path / name
+        table_dir.mkdir(exist_ok=True)
+        for stale in table_dir.glob(".*.tmp"):  # left by a crash mid-write: never renamed, never read
+            stale.unlink(missing_ok=True)
+        if not any(table_dir.glob("*.parquet")):
+            write_part(table_dir, empty_table(name), "part-00000000-empty.parquet")
+
+
+class CaptureWriter:
+    """Buffers rows per table and writes them as Parquet parts.
+
+    ``add`` is cheap and thread-safe. With ``flush_ms`` set, a background thread flushes every
+    ``flush_ms / 2`` so that rows added more than ``flush_ms`` ago are always on disk.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, flush_ms: int | None = None) -> None:
+        self.path = Path(path)
+        init_capture(self.path)
+        self._pending: dict[str, list[dict]] = {name: [] for name in TABLES}
+        self._lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self._writer_id = uuid.uuid4().hex[:8]
+        self._seq = 0
+        self.rows_written = {name: 0 for name in TABLES}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.flush_ms = flush_ms
+        if flush_ms:
+            self._thread = threading.Thread(target=self._run, name="chatwire-writer", daemon=True)
+            self._thread.start()
+
+    def add(self, rows: Rows) -> None:
+        with self._lock:
+            for name, table_rows in rows.items():
+                if table_rows:
+                    self._pending[name].extend(table_rows)
+
+    def pending(self) -> int:
+        with self._lock:
+            return sum(len(v) for v in self._pending.values())
+
+    def flush(self) -> int:
+        """Write everything added so far; returns the number of rows written."""
+        with self._write_lock:
+            with self._lock:
+                batch, self._pending = self._pending, {name: [] for name in TABLES}
+            written = 0
+            for name, rows in batch.items():
+                if not rows:
+                    continue
+                try:
+                    table = rows_to_table(name, rows)
+                except Exception:
+                    log.exception("chatwire: could not build table %s (%d rows dropped)", name, len(rows))
+                    continue
+                self._seq += 1
+                part = f"part-{time.time_ns() // 1_000_000:013d}-{self._writer_id}-{self._seq:06d}.parquet"
+                write_part(self.path / name, table, part)
+                self.rows_written[name] += len(rows)
+                written += len(rows)
+            return written
+
+    def _run(self) -> None:
+        interval = max(self.flush_ms or 1000, 20) / 2000.0
+        while not self._stop.wait(interval):
+            try:
+                self.flush()
+            except Exception:  # a full disk must not kill the thread: try again next tick
+                log.exception("chatwire: flush to %s failed", self.path)
+
+    def close(self) -> None:
+        """Stop the background thread and write what is left."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
+        self.flush()
+
+    def __enter__(self) -> CaptureWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
