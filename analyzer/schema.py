@@ -95,6 +95,17 @@ TABLES: dict[str, pa.Schema] = {
         ("flow_id", STR),
         ("seen_at", TS),
     ),
+    # One row per conversation read (GET …/conversation/<id> with a mapping): the tree's metadata.
+    "conversation_reads": _schema(
+        ("flow_id", STR),
+        ("conversation_id", STR),
+        ("title", STR),
+        ("create_time", TS),
+        ("update_time", TS),
+        ("current_node", STR),
+        ("n_nodes", I64),
+        ("read_at", TS),
+    ),
     # One row per SSE event ([DONE] included, as type "done") or WebSocket stream item.
     "stream_events": _schema(
         ("flow_id", STR),

@@ -1,0 +1,120 @@
+"""The mitmproxy addon: records ChatGPT and OpenAI-API traffic into a Parquet capture.
+
+Load it with ``mitmdump -s addons/chatgpt_capture.py --set capture_path=CAPTURE``. It never
+changes a flow the client sees and never lets an exception reach mitmproxy.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from mitmproxy import ctx, http
+
+from analyzer.capture.pipeline import CapturePipeline
+from analyzer.capture.recorder import ChunkRecorder
+from analyzer.extract.common import media_type
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CAPTURE_PATH = "captures/capture.parquet"
+
+
+def _guarded(hook):
+    """No exception from the addon reaches mitmproxy: log it and let the flow pass."""
+
+    @functools.wraps(hook)
+    def wrapper(self, *args: Any) -> None:
+        try:
+            hook(self, *args)
+        except Exception:
+            log.exception("chatwire: %s hook failed (the flow passes through unchanged)", hook.__name__)
+
+    return wrapper
+
+
+class ChatGPTCapture:
+    """Times event-stream answers chunk by chunk as they pass, and hands finished flows on."""
+
+    def __init__(self) -> None:
+        self.pipeline: CapturePipeline | None = None
+        # error can follow response for the same flow (a reset after the last byte): submit once.
+        self._submitted: collections.OrderedDict[str, None] = collections.OrderedDict()
+
+    def _submit(self, flow: http.HTTPFlow) -> None:
+        if self.pipeline is None or flow.id in self._submitted:
+            return
+        self._submitted[flow.id] = None
+        if len(self._submitted) > 10_000:
+            self._submitted.popitem(last=False)
+        self.pipeline.submit(flow)
+
+    def load(self, loader) -> None:
+        loader.add_option("capture_path", str, DEFAULT_CAPTURE_PATH,
+                          "Capture directory to write (Parquet tables, one sub-directory each).")
+        loader.add_option("capture_flush_ms", int, 1000,
+                          "Flows that ended more than this many milliseconds ago are on disk.")
+        loader.add_option("capture_redact", bool, True,
+                          "Replace credentials (auth headers, cookies, tokens, API keys) before writing.")
+        loader.add_option("capture_all_flows", bool, False,
+                          "Write a flows row for every flow, not only the recognised ones.")
+
+    def configure(self, updated: set[str]) -> None:
+        keys = {"capture_path", "capture_flush_ms", "capture_redact", "capture_all_flows"}
+        if self.pipeline is not None and not (updated & keys):
+            return
+        if ctx.options.capture_flush_ms <= 0:
+            from mitmproxy import exceptions
+
+            raise exceptions.OptionsError("capture_flush_ms must be a positive number of milliseconds")
+        if self.pipeline is not None:
+            self.pipeline.close()
+        if not ctx.options.capture_redact:
+            log.warning("chatwire: capture_redact is off: credentials will be written to %s",
+                        ctx.options.capture_path)
+        self.pipeline = CapturePipeline(
+            ctx.options.capture_path,
+            flush_ms=ctx.options.capture_flush_ms,
+            redact=ctx.options.capture_redact,
+            all_flows=ctx.options.capture_all_flows,
+        )
+        log.info("chatwire: capturing to %s", self.pipeline.path)
+
+    @_guarded
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        if flow.response is None or media_type(flow.response) != "text/event-stream":
+            return  # everything else is left to mitmproxy's own handling
+        existing = flow.response.stream
+        flow.response.stream = ChunkRecorder(flow, existing if callable(existing) else None)
+
+    @_guarded
+    def response(self, flow: http.HTTPFlow) -> None:
+        if flow.websocket is None:
+            self._submit(flow)
+
+    @_guarded
+    def error(self, flow: http.HTTPFlow) -> None:
+        # A stream cut off mid-way: keep what did arrive.
+        if flow.response is not None and isinstance(flow.response.stream, ChunkRecorder):
+            flow.response.stream.finish()
+        if flow.websocket is None:
+            self._submit(flow)
+
+    @_guarded
+    def websocket_end(self, flow: http.HTTPFlow) -> None:
+        self._submit(flow)
+
+    def done(self) -> None:
+        if self.pipeline is not None:
+            try:
+                self.pipeline.close()
+            except Exception:
+                log.exception("chatwire: final flush failed")
+            self.pipeline = None
+
+
+def addons() -> Sequence[object]:
+    return [ChatGPTCapture()]

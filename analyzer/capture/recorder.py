@@ -1,0 +1,48 @@
+"""Recording a streamed response chunk by chunk without holding it back.
+
+mitmproxy buffers a response body until it is complete unless ``flow.response.stream`` is set.
+``ChunkRecorder`` is the callable we set: it notes each chunk's arrival time and size and returns
+the chunk unchanged at once, so the client sees every event when it would have without us. The
+record lives in ``flow.metadata["chatwire"]["chunks"]`` (it survives ``mitmdump -w``) and at the
+end of the stream the raw bytes become the response body, so the flow can be extracted (now, or
+later from a flow file) exactly like a buffered one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+
+from mitmproxy import http
+
+from analyzer.extract.common import METADATA_KEY
+
+StreamHook = Callable[[bytes], bytes | Iterable[bytes]]
+
+
+class ChunkRecorder:
+    __slots__ = ("flow", "parts", "timing", "finished", "downstream")
+
+    def __init__(self, flow: http.HTTPFlow, downstream: StreamHook | None = None) -> None:
+        self.flow = flow
+        self.parts: list[bytes] = []
+        self.timing: list[list] = []  # [[epoch seconds, n bytes], ...]; a list so it serialises
+        self.finished = False
+        self.downstream = downstream  # another addon's stream callable, still honoured
+        flow.metadata.setdefault(METADATA_KEY, {})["chunks"] = self.timing
+
+    def __call__(self, data: bytes) -> bytes | Iterable[bytes]:
+        if data:
+            self.timing.append([time.time(), len(data)])
+            self.parts.append(data)
+        else:
+            self.finish()
+        return self.downstream(data) if self.downstream is not None else data
+
+    def finish(self) -> None:
+        """End of stream (or of the connection): the raw bytes become the recorded body."""
+        if self.finished or self.flow.response is None:
+            return
+        self.finished = True
+        self.flow.response.raw_content = b"".join(self.parts)
+        self.parts = []

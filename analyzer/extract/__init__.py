@@ -1,0 +1,84 @@
+"""Extraction: one flow in, rows for every table out. One extractor per kind.
+
+``extract_flow`` is the single entry point used by the live addon, the flow-file import and the
+HAR import alike. It never raises: whatever cannot be parsed becomes an ``errors`` row.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Callable
+
+from mitmproxy import http
+
+from analyzer import recognise as kinds
+from analyzer.extract.analytics import extract_segment, extract_statsig
+from analyzer.extract.api import extract_api_call
+from analyzer.extract.beacon import extract_beacon
+from analyzer.extract.common import ExtractError
+from analyzer.extract.conversation import extract_conversation_read, extract_conversation_turn
+from analyzer.extract.flows import flow_row
+from analyzer.extract.rows import Rows, new_rows
+from analyzer.extract.websocket import extract_websocket, is_conversation_websocket
+from analyzer.redact import redact_rows
+
+log = logging.getLogger(__name__)
+
+Extractor = Callable[[http.HTTPFlow, Rows, bool], None]
+
+EXTRACTORS: dict[str, Extractor] = {
+    kinds.CONVERSATION: extract_conversation_turn,
+    kinds.CONVERSATION_READ: extract_conversation_read,
+    kinds.CONVERSATION_WEBSOCKET: extract_websocket,
+    kinds.LATENCY_BEACON: extract_beacon,
+    kinds.SEGMENT: extract_segment,
+    kinds.STATSIG: extract_statsig,
+    kinds.API: extract_api_call,
+}
+
+__all__ = ["EXTRACTORS", "ExtractError", "Rows", "extract_flow", "flow_kind", "new_rows"]
+
+
+def flow_kind(flow: http.HTTPFlow) -> str | None:
+    """The kind of a flow: by method and path, or by frame content for WebSockets."""
+    if flow.websocket is not None:
+        return kinds.CONVERSATION_WEBSOCKET if is_conversation_websocket(flow) else None
+    return kinds.recognise(flow.request.method, flow.request.path)
+
+
+def extract_flow(flow: http.HTTPFlow, *, source: str, redact: bool = True, all_flows: bool = False) -> Rows:
+    """Rows for every table from one finished flow (empty when the flow is not ours)."""
+    rows = new_rows()
+    try:
+        kind = flow_kind(flow)
+    except Exception as exc:  # never let a strange flow escape
+        log.warning("chatwire: could not recognise flow %s: %s", flow.id, exc)
+        kind = None
+    if kind is None and not all_flows:
+        return rows
+    try:
+        rows["flows"].append(flow_row(flow, kind or kinds.OTHER, source, redact))
+    except Exception as exc:
+        rows["errors"].append({"flow_id": flow.id, "stage": "flow", "error": f"{type(exc).__name__}: {exc}"})
+    extractor = EXTRACTORS.get(kind) if kind else None
+    if extractor is not None:
+        # A failing extractor loses only its own rows, never the flow row or other flows.
+        partial = new_rows()
+        try:
+            extractor(flow, partial, redact)
+        except ExtractError as exc:
+            partial["errors"].append({"flow_id": flow.id, "stage": exc.stage, "error": str(exc)})
+        except Exception as exc:
+            log.debug("extractor %s failed on %s:\n%s", kind, flow.id, traceback.format_exc())
+            partial["errors"].append(
+                {"flow_id": flow.id, "stage": kind, "error": f"{type(exc).__name__}: {exc}"}
+            )
+        for name, table_rows in partial.items():
+            rows[name].extend(table_rows)
+    now = flow.request.timestamp_start
+    for error in rows["errors"]:
+        error.setdefault("at", now)
+    if redact:
+        redact_rows(rows)
+    return rows

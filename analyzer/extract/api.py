@@ -1,0 +1,119 @@
+"""OpenAI-compatible API calls: ``/v1/chat/completions`` and ``/v1/responses``."""
+
+from __future__ import annotations
+
+from mitmproxy import http
+
+from analyzer.extract.common import (
+    ExtractError,
+    is_event_stream,
+    json_body,
+    request_start,
+    response_events,
+    to_json,
+)
+from analyzer.extract.conversation import stream_rows, turn_timing
+from analyzer.extract.rows import Rows
+from analyzer.recognise import strip_query
+from analyzer.streams.openai_api import ApiStream, api_endpoint
+
+
+def _content_text(content) -> str | None:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # [{"type": "text"|"input_text", "text": ...}, ...]
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict)) or None
+    return None
+
+
+def _last_user_text(body: dict) -> str | None:
+    messages = body.get("messages")
+    if not isinstance(messages, list):  # Responses API: "input" is a string or a list of items
+        messages = body.get("input")
+        if isinstance(messages, str):
+            return messages
+        if not isinstance(messages, list):
+            return None
+    for message in reversed(messages):
+        if isinstance(message, dict) and message.get("role") == "user":
+            return _content_text(message.get("content"))
+    return None
+
+
+def _responses_output_text(answer: dict) -> str:
+    if isinstance(answer.get("output_text"), str):
+        return answer["output_text"]
+    pieces = []
+    for item in answer.get("output") or []:
+        if isinstance(item, dict) and item.get("type") == "message":
+            for part in item.get("content") or []:
+                if isinstance(part, dict) and part.get("type") == "output_text":
+                    pieces.append(part.get("text", ""))
+    return "".join(pieces)
+
+
+def extract_api_call(flow: http.HTTPFlow, rows: Rows, redact: bool) -> None:
+    start = request_start(flow)
+    body = json_body(flow.request, "request")
+    if not isinstance(body, dict):
+        raise ExtractError("request", "API request body is not a JSON object")
+    path = strip_query(flow.request.path)
+    endpoint = api_endpoint(path)
+    messages = body.get("messages") if isinstance(body.get("messages"), list) else body.get("input")
+    call = {
+        "flow_id": flow.id,
+        "host": flow.request.pretty_host,
+        "endpoint": path,
+        "model": body.get("model"),
+        "stream": bool(body.get("stream")),
+        "n_messages": len(messages) if isinstance(messages, list) else (1 if messages else 0),
+        "last_user_text": _last_user_text(body),
+        "started_at": start,
+        "request_json": to_json(body, redact),
+        "n_events": 0,
+        "n_text_events": 0,
+    }
+    response = flow.response
+    stream = ApiStream(endpoint)
+    if response is not None:
+        call["status_code"] = response.status_code
+    if response is None:
+        pass
+    elif is_event_stream(flow):
+        timed = response_events(flow)
+        event_rows, _ = stream_rows(flow.id, timed.events, start, redact, feed=stream.feed)
+        rows["stream_events"].extend(event_rows)
+        ttft, e2e, n_text = turn_timing(event_rows)
+        call.update(ttft_ms=ttft, e2e_ms=e2e, n_events=len(event_rows), n_text_events=n_text,
+                    response_text="".join(stream.text))
+        if timed.error:
+            rows["errors"].append({"flow_id": flow.id, "stage": "stream", "error": timed.error})
+        for error in stream.errors[:5]:
+            rows["errors"].append({"flow_id": flow.id, "stage": "stream", "error": error})
+    else:
+        answer = json_body(response, "response")
+        if isinstance(answer, dict):
+            stream.response_id = answer.get("id")
+            stream.model = answer.get("model")
+            stream.system_fingerprint = answer.get("system_fingerprint")
+            stream.usage = answer.get("usage") if isinstance(answer.get("usage"), dict) else None
+            if endpoint == "responses":
+                stream.finish_reason = answer.get("status")
+                call["response_text"] = _responses_output_text(answer)
+            else:
+                choice = (answer.get("choices") or [{}])[0] or {}
+                stream.finish_reason = choice.get("finish_reason")
+                call["response_text"] = _content_text((choice.get("message") or {}).get("content"))
+        if response.timestamp_end is not None and response.status_code < 400:
+            call["e2e_ms"] = (response.timestamp_end - start) * 1000.0
+    prompt, completion, total = stream.tokens()
+    call.update(
+        model=stream.model or call["model"],
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        total_tokens=total,
+        finish_reason=stream.finish_reason,
+        response_id=stream.response_id,
+        system_fingerprint=stream.system_fingerprint,
+    )
+    rows["api_calls"].append(call)

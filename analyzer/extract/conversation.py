@@ -1,0 +1,241 @@
+"""Conversation turns (the POST that streams an answer) and conversation reads (mappings)."""
+
+from __future__ import annotations
+
+from mitmproxy import http
+
+from analyzer.extract.common import (
+    ExtractError,
+    event_data,
+    header,
+    is_event_stream,
+    json_body,
+    offset_ms,
+    parse_time,
+    request_start,
+    response_events,
+)
+from analyzer.extract.rows import Rows
+from analyzer.recognise import conversation_id_from_read
+from analyzer.streams.conversation import ConversationStream, message_text
+from analyzer.streams.sse import SSEEvent
+
+
+def message_row(message: dict, *, conversation_id: str | None, parent_id: str | None, source: str,
+                flow_id: str, seen_at: float | None) -> dict:
+    author = message.get("author") or {}
+    content = message.get("content") or {}
+    metadata = message.get("metadata") or {}
+    role = author.get("role")
+    text = message_text(message)
+    hidden = bool(metadata.get("is_visually_hidden_from_conversation")) or (role == "system" and not text)
+    return {
+        "conversation_id": conversation_id,
+        "message_id": message.get("id"),
+        # A mapping's node.parent is authoritative; elsewhere the message's own metadata is.
+        "parent_id": parent_id if source == "mapping" else (metadata.get("parent_id") or parent_id),
+        "role": role,
+        "author_name": author.get("name"),
+        "content_type": content.get("content_type"),
+        "recipient": message.get("recipient"),
+        "text": text,
+        "model_slug": metadata.get("model_slug"),
+        "create_time": parse_time(message.get("create_time")),
+        "status": message.get("status"),
+        "end_turn": message.get("end_turn"),
+        "hidden": hidden,
+        "source": source,
+        "flow_id": flow_id,
+        "seen_at": seen_at,
+    }
+
+
+def stream_rows(flow_id: str, events: list[SSEEvent], start: float, redact: bool,
+                stream: ConversationStream | None = None, feed=None) -> tuple[list[dict], list]:
+    """``stream_events`` rows for a list of SSE events fed through ``feed`` (a stream's ``feed``)."""
+    feed = feed or stream.feed
+    rows, infos = [], []
+    for seq, event in enumerate(events):
+        info = feed(event.data, event.event)
+        infos.append(info)
+        rows.append(
+            {
+                "flow_id": flow_id,
+                "seq": seq,
+                "at": event.at,
+                "offset_ms": offset_ms(event.at, start),
+                "event": event.event,
+                "type": info.type,
+                "message_id": info.message_id,
+                "text": info.text,
+                "data": event_data(event.data, redact),
+                "n_bytes": event.n_bytes,
+            }
+        )
+    return rows, infos
+
+
+def turn_timing(rows: list[dict]) -> tuple[float | None, float | None, int]:
+    """(ttft_ms, e2e_ms, n_text_events) from stream_events rows."""
+    text_offsets = [r["offset_ms"] for r in rows if r["text"]]
+    offsets = [r["offset_ms"] for r in rows if r["offset_ms"] is not None]
+    ttft = text_offsets[0] if text_offsets and text_offsets[0] is not None else None
+    e2e = offsets[-1] if offsets else None
+    return ttft, e2e, len(text_offsets)
+
+
+def stream_messages(stream: ConversationStream, *, request_parents: dict[str, str | None],
+                    first_parent: str | None, flow_id: str, seen_at: float | None) -> list[dict]:
+    """Rows for every message a stream carried. A message without ``metadata.parent_id`` gets the
+    parent its request named, else the message before it in the stream (ChatGPT streams a
+    conversation's new messages in tree order: system, user, assistant…)."""
+    rows = []
+    previous = first_parent
+    for message_id, message in stream.messages.items():
+        parent = request_parents.get(message_id, previous)
+        rows.append(message_row(message, conversation_id=stream.conversation_id, parent_id=parent,
+                                source="stream", flow_id=flow_id, seen_at=seen_at))
+        previous = message_id
+    return rows
+
+
+def infer_status(stream: ConversationStream) -> str | None:
+    answer = stream.answer()
+    if answer is None:
+        return "error" if stream.stream_error else None
+    status = answer.get("status")
+    if status:
+        return status
+    finish = (answer.get("metadata") or {}).get("finish_details")
+    # 2023 snapshots carry no status: a finish reason plus [DONE] means it finished.
+    return "finished_successfully" if finish and stream.done else "in_progress"
+
+
+def extract_conversation_turn(flow: http.HTTPFlow, rows: Rows, redact: bool) -> None:
+    start = request_start(flow)
+    body = json_body(flow.request, "request")
+    if not isinstance(body, dict):
+        raise ExtractError("request", "conversation request body is not a JSON object")
+    request_messages = [m for m in body.get("messages") or [] if isinstance(m, dict)]
+    parent_message_id = body.get("parent_message_id")
+    user = next((m for m in reversed(request_messages) if (m.get("author") or {}).get("role") == "user"), None)
+    conversation_id = body.get("conversation_id")
+    request_parents: dict[str, str | None] = {}
+    previous = parent_message_id
+    for message in request_messages:
+        request_parents[message.get("id")] = previous
+        previous = message.get("id")
+
+    turn = {
+        "flow_id": flow.id,
+        "conversation_id": conversation_id,
+        "action": body.get("action"),
+        "requested_model": body.get("model"),
+        "parent_message_id": parent_message_id,
+        "user_message_id": user.get("id") if user else None,
+        "user_text": message_text(user) if user else None,
+        "started_at": start,
+        "cf_ray": header(flow.response, "cf-ray"),
+        "path": flow.request.path.split("?", 1)[0],
+        "n_events": 0,
+        "n_text_events": 0,
+    }
+    response = flow.response
+    errors = []
+    seen_at = response.timestamp_end if response is not None else None
+    if response is None:
+        turn.update(status="no_response", error=flow.error.msg if flow.error else "no response")
+    elif is_event_stream(flow):
+        timed = response_events(flow)
+        stream = ConversationStream()
+        event_rows, infos = stream_rows(flow.id, timed.events, start, redact, stream)
+        rows["stream_events"].extend(event_rows)
+        ttft, e2e, n_text = turn_timing(event_rows)
+        answer = stream.answer() or {}
+        metadata = answer.get("metadata") or {}
+        conversation_id = stream.conversation_id or conversation_id
+        turn.update(
+            conversation_id=conversation_id,
+            model_slug=metadata.get("model_slug"),
+            server_model_slug=stream.server_model_slug,
+            assistant_message_id=answer.get("id"),
+            assistant_text=message_text(answer) if answer else None,
+            stream_format="websocket" if stream.handoff else (stream.format or "v1"),
+            status=infer_status(stream),
+            finish_type=(metadata.get("finish_details") or {}).get("type"),
+            title=stream.title,
+            ttft_ms=ttft,
+            e2e_ms=e2e,
+            n_events=len(event_rows),
+            n_text_events=n_text,
+        )
+        if timed.error:
+            errors.append(("stream", timed.error))
+        errors.extend(("stream", e) for e in stream.errors[:5])
+        if stream.stream_error:
+            turn["error"] = stream.stream_error
+        elif not stream.done and not stream.completed and not stream.handoff:
+            turn["error"] = "stream ended without [DONE]"
+        rows["messages"].extend(
+            stream_messages(stream, request_parents=request_parents, first_parent=parent_message_id,
+                            flow_id=flow.id, seen_at=seen_at)
+        )
+    else:
+        # A JSON answer: the 2024 WebSocket hand-off {wss_url, conversation_id, response_id},
+        # or an error (rate limit, expired session…).
+        try:
+            answer = json_body(response, "response")
+        except ExtractError as exc:
+            answer = None
+            if response.status_code < 400:
+                errors.append((exc.stage, str(exc)))
+        if isinstance(answer, dict) and answer.get("wss_url"):
+            conversation_id = answer.get("conversation_id") or conversation_id
+            turn.update(conversation_id=conversation_id, stream_format="websocket", status="handed_off")
+        else:
+            turn.update(stream_format="json", status="error" if response.status_code >= 400 else None)
+            if isinstance(answer, dict) and (answer.get("detail") or answer.get("error")):
+                turn["error"] = str(answer.get("detail") or answer.get("error"))[:500]
+            elif response.status_code >= 400:
+                turn["error"] = f"HTTP {response.status_code}"
+    turn["conversation_id"] = conversation_id
+    for message in request_messages:
+        rows["messages"].append(
+            message_row(message, conversation_id=conversation_id, parent_id=request_parents.get(message.get("id")),
+                        source="request", flow_id=flow.id, seen_at=start)
+        )
+    rows["conversation_turns"].append(turn)
+    for stage, message in errors:
+        rows["errors"].append({"flow_id": flow.id, "stage": stage, "error": message})
+
+
+def extract_conversation_read(flow: http.HTTPFlow, rows: Rows, redact: bool) -> None:
+    if flow.response is None or flow.response.status_code >= 400:
+        return
+    body = json_body(flow.response, "response")
+    if not isinstance(body, dict) or not isinstance(body.get("mapping"), dict):
+        raise ExtractError("response", "conversation read without a mapping")
+    conversation_id = body.get("conversation_id") or body.get("id") or conversation_id_from_read(flow.request.path)
+    read_at = flow.response.timestamp_end
+    mapping = body["mapping"]
+    rows["conversation_reads"].append(
+        {
+            "flow_id": flow.id,
+            "conversation_id": conversation_id,
+            "title": body.get("title"),
+            "create_time": parse_time(body.get("create_time")),
+            "update_time": parse_time(body.get("update_time")),
+            "current_node": body.get("current_node"),
+            "n_nodes": len(mapping),
+            "read_at": read_at,
+        }
+    )
+    for node_id, node in mapping.items():
+        if not isinstance(node, dict) or not isinstance(node.get("message"), dict):
+            continue  # the root: no message
+        message = dict(node["message"])
+        message.setdefault("id", node_id)
+        rows["messages"].append(
+            message_row(message, conversation_id=conversation_id, parent_id=node.get("parent"),
+                        source="mapping", flow_id=flow.id, seen_at=read_at)
+        )

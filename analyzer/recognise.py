@@ -1,0 +1,70 @@
+"""Which kind of traffic a flow is, decided by method and path (any host, query ignored)."""
+
+from __future__ import annotations
+
+import re
+
+CONVERSATION = "conversation"
+CONVERSATION_READ = "conversation_read"
+CONVERSATION_WEBSOCKET = "conversation_websocket"
+LATENCY_BEACON = "latency_beacon"
+SEGMENT = "segment"
+STATSIG = "statsig"
+API = "api"
+OTHER = "other"
+
+KINDS = (CONVERSATION, CONVERSATION_READ, CONVERSATION_WEBSOCKET, LATENCY_BEACON, SEGMENT, STATSIG, API)
+
+# POST /backend-api/conversation, /backend-anon/conversation, /backend-api/f/conversation,
+# /backend-anon/f/conversation, /backend-api/f/conversation/resume (any prefix, e.g. a reverse proxy).
+_CONVERSATION_POST = re.compile(r"/backend-(?:api|anon)/(?:f/)?conversation(?:/resume)?/?$")
+# GET /backend-api/conversation/<uuid-ish id>
+_CONVERSATION_READ = re.compile(r"/backend-(?:api|anon)/conversation/([0-9A-Za-z][0-9A-Za-z_-]{7,})/?$")
+_NOT_IDS = frozenset({"init", "prepare", "resume", "textdocs", "voice", "gen_title", "message_feedback"})
+_BEACON = re.compile(r"/lat/r/?$")
+_SEGMENT = re.compile(r"/ces/v1/([tpigasb])/?$")
+_STATSIG = re.compile(r"/v1/rgstr/?$")
+_API_CHAT = re.compile(r"/chat/completions/?$")
+_API_RESPONSES = re.compile(r"/v1/responses/?$")
+
+
+def strip_query(path: str) -> str:
+    return path.split("?", 1)[0].split("#", 1)[0]
+
+
+def recognise(method: str, path: str) -> str | None:
+    """The kind of an HTTP request, or None when chatwire does not extract it."""
+    path = strip_query(path)
+    method = method.upper()
+    if method == "POST":
+        if _CONVERSATION_POST.search(path):
+            return CONVERSATION
+        if _BEACON.search(path):
+            return LATENCY_BEACON
+        if _SEGMENT.search(path):
+            return SEGMENT
+        if _STATSIG.search(path):
+            return STATSIG
+        if _API_CHAT.search(path) or _API_RESPONSES.search(path):
+            return API
+    elif method == "GET":
+        match = _CONVERSATION_READ.search(path)
+        if match and match.group(1) not in _NOT_IDS:
+            return CONVERSATION_READ
+    return None
+
+
+def conversation_id_from_read(path: str) -> str | None:
+    match = _CONVERSATION_READ.search(strip_query(path))
+    return match.group(1) if match else None
+
+
+def segment_endpoint(path: str) -> str | None:
+    """The Segment call letter of a ``/ces/v1/<letter>`` path (``b`` = batch)."""
+    match = _SEGMENT.search(strip_query(path))
+    return match.group(1) if match else None
+
+
+def might_stream(method: str, path: str) -> bool:
+    """True for requests whose answer may be an event stream worth timing chunk by chunk."""
+    return recognise(method, path) in (CONVERSATION, API)

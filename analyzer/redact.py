@@ -1,0 +1,102 @@
+"""Redaction: secrets are replaced by a fixed placeholder before anything reaches disk.
+
+Header names and JSON shapes are kept; only values change. Three layers: by header name, by
+JSON key, and a final scan of every string for token shapes (JWTs, API keys, bearer values),
+so a secret in an unexpected place (a query string, an error message) is caught too.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+PLACEHOLDER = "[REDACTED]"
+
+_SECRET_HEADER = re.compile(
+    r"^(authorization|proxy-authorization|cookie|set-cookie|x-api-key|api-key|x-conduit-token"
+    r"|openai-sentinel-.*|x-.*-token|.*-token|x-csrf-token|x-auth.*|ocp-apim-subscription-key)$",
+    re.I,
+)
+_SECRET_KEY = re.compile(
+    r"^(arkose_token|token|access_token|accesstoken|refresh_token|id_token|session_token|api_key|apikey"
+    r"|password|secret|client_secret|authorization|.*_token|proof_token|turnstile_token|conduit_token"
+    r"|sentinel_token|key)$",
+    re.I,
+)
+# Query parameters that carry credentials (Azure's api-key, Statsig's client key is public: kept).
+_SECRET_QUERY = re.compile(r"^(api[-_]?key|key|token|access_token|sig|signature|code|auth)$", re.I)
+_TOKEN_SHAPES = re.compile(
+    r"eyJ[A-Za-z0-9_-]{6,}\.[A-Za-z0-9_-]{6,}\.[A-Za-z0-9_-]*"  # JWT
+    r"|\bsk-(?:proj-|ant-)?[A-Za-z0-9_-]{16,}"  # OpenAI-style API keys
+    r"|(?<=[Bb]earer )[A-Za-z0-9._~+/=-]{8,}"  # any bearer value
+)
+
+
+def is_secret_header(name: str) -> bool:
+    return bool(_SECRET_HEADER.match(name.strip()))
+
+
+def redact_cookie(value: str) -> str:
+    """Keep cookie names (useful in an audit), drop their values."""
+    pieces = []
+    for part in value.split(";"):
+        name, sep, _ = part.strip().partition("=")
+        if not name:
+            continue
+        if sep and name.lower() not in ("path", "domain", "expires", "max-age", "samesite"):
+            pieces.append(f"{name}={PLACEHOLDER}")
+        else:
+            pieces.append(part.strip())
+    return "; ".join(pieces)
+
+
+def redact_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    out = []
+    for name, value in headers:
+        lower = name.lower()
+        if lower in ("cookie", "set-cookie"):
+            value = redact_cookie(value)
+        elif is_secret_header(lower):
+            value = PLACEHOLDER
+        else:
+            value = redact_string(value)
+        out.append((name, value))
+    return out
+
+
+def redact_json(value: Any) -> Any:
+    """A copy of a JSON value with secret keys' values replaced and token shapes scrubbed."""
+    if isinstance(value, dict):
+        return {
+            k: (PLACEHOLDER if isinstance(v, str) and v and _SECRET_KEY.match(str(k)) else redact_json(v))
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [redact_json(v) for v in value]
+    if isinstance(value, str):
+        return redact_string(value)
+    return value
+
+
+def redact_string(text: str) -> str:
+    if not text or ("eyJ" not in text and "sk-" not in text and "earer" not in text):
+        return text  # fast path: most strings hold no token shape at all
+    return _TOKEN_SHAPES.sub(PLACEHOLDER, text)
+
+
+def redact_query(query: str) -> str:
+    if not query:
+        return query
+    pairs = parse_qsl(query, keep_blank_values=True)
+    return urlencode([(k, PLACEHOLDER if _SECRET_QUERY.match(k) and v else redact_string(v)) for k, v in pairs])
+
+
+def redact_rows(rows: Mapping[str, list[dict]]) -> None:
+    """Last line of defence: scrub token shapes from every string cell, in place."""
+    for table_rows in rows.values():
+        for row in table_rows:
+            for key, value in row.items():
+                if isinstance(value, str):
+                    row[key] = redact_string(value)

@@ -1,0 +1,1 @@
+"""Pure stream parsing: bytes with arrival times in, events and text out. No I/O, no mitmproxy."""

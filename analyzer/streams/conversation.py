@@ -1,0 +1,223 @@
+"""Interpreting a ChatGPT conversation stream, legacy snapshots and v1 deltas alike.
+
+``ConversationStream`` consumes the events of one answer (SSE events, or WebSocket stream items
+turned into SSE events) and keeps every message it has seen in its latest state. For each event
+it reports the event's type, the message it touched and the *visible assistant text it added*,
+which is what TTFT and inter-token latency are measured on.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from analyzer.streams.delta_v1 import DeltaError, apply_delta
+
+VISIBLE_CONTENT_TYPES = frozenset({"text", "multimodal_text"})
+_PART_PREFIX = "/message/content/parts/"
+
+
+def message_text(message: dict | None) -> str:
+    """The text of a message: its string parts joined (non-string parts, e.g. images, skipped)."""
+    if not isinstance(message, dict):
+        return ""
+    content = message.get("content") or {}
+    parts = content.get("parts")
+    if isinstance(parts, list):
+        return "".join(p for p in parts if isinstance(p, str))
+    for key in ("text", "result"):  # code / execution_output / reasoning_recap shapes
+        if isinstance(content.get(key), str):
+            return content[key]
+    thoughts = content.get("thoughts")
+    if isinstance(thoughts, list):
+        return "\n\n".join(t.get("content", "") for t in thoughts if isinstance(t, dict))
+    return ""
+
+
+def is_visible_answer(message: dict | None) -> bool:
+    """An assistant message the user reads: plain text to everyone, not hidden, not thoughts."""
+    if not isinstance(message, dict):
+        return False
+    author = message.get("author") or {}
+    content = message.get("content") or {}
+    metadata = message.get("metadata") or {}
+    return (
+        author.get("role") == "assistant"
+        and content.get("content_type") in VISIBLE_CONTENT_TYPES
+        and message.get("recipient") in (None, "all")
+        and message.get("channel") in (None, "final")
+        and not metadata.get("is_visually_hidden_from_conversation")
+    )
+
+
+@dataclass(slots=True)
+class EventInfo:
+    """What one event meant: its type, the message it touched, the visible text it added."""
+
+    type: str
+    message_id: str | None = None
+    text: str | None = None
+    error: str | None = None
+
+
+@dataclass
+class ConversationStream:
+    """State of one conversation answer stream."""
+
+    format: str | None = None  # "legacy" or "v1", decided by the first event that tells
+    conversation_id: str | None = None
+    messages: dict[str, dict] = field(default_factory=dict)  # id -> latest message, in order seen
+    title: str | None = None
+    server_model_slug: str | None = None
+    server_metadata: dict | None = None
+    handoff: dict | None = None
+    done: bool = False
+    completed: bool = False  # message_stream_complete seen
+    errors: list[str] = field(default_factory=list)
+    stream_error: str | None = None  # an error the server reported in the stream
+    _envelope: dict | None = None
+    _last_p: str = ""
+    _last_o: str = "add"
+    _prev_text: dict[str, str] = field(default_factory=dict)
+
+    # -- feeding ----------------------------------------------------------------------------
+    def feed(self, data: str, event: str | None = None) -> EventInfo:
+        """Interpret one event (its ``data`` and SSE ``event`` name)."""
+        if data == "[DONE]":
+            self.done = True
+            return EventInfo("done")
+        try:
+            obj = json.loads(data)
+        except ValueError as exc:
+            return self._error("invalid_json", f"event is not JSON: {exc}")
+        if event == "delta_encoding":
+            self.format = "v1"
+            return EventInfo("delta_encoding")
+        if not isinstance(obj, dict):
+            return EventInfo(event or type(obj).__name__)
+        if event == "delta" or ("v" in obj and not isinstance(obj.get("type"), str)):
+            return self._delta(obj)
+        if "message" in obj and isinstance(obj.get("message"), dict) and "type" not in obj:
+            return self._snapshot(obj)
+        return self._typed(obj, event)
+
+    def _error(self, kind: str, message: str) -> EventInfo:
+        self.errors.append(message)
+        return EventInfo(kind, error=message)
+
+    # -- legacy: every event repeats the whole message ------------------------------------------
+    def _snapshot(self, obj: dict) -> EventInfo:
+        if self.format is None:
+            self.format = "legacy"
+        message = obj["message"]
+        self.conversation_id = obj.get("conversation_id") or self.conversation_id
+        if obj.get("error"):
+            self.stream_error = str(obj["error"])
+        message_id = message.get("id")
+        if message_id is None:
+            return EventInfo("message")
+        self.messages[message_id] = message
+        text = None
+        if is_visible_answer(message):
+            new = message_text(message)
+            old = self._prev_text.get(message_id, "")
+            if new.startswith(old):
+                text = new[len(old) :] or None
+            else:  # a rewrite, not an extension: the whole new text is what the user now sees
+                text = new or None
+            self._prev_text[message_id] = new
+        return EventInfo("message", message_id, text)
+
+    # -- v1: deltas against the current message ----------------------------------------------
+    def _delta(self, obj: dict) -> EventInfo:
+        if self.format is None:
+            self.format = "v1"
+        value = obj.get("v")
+        has_p, has_o = "p" in obj, "o" in obj
+        if not has_p and not has_o and isinstance(value, dict) and "message" in value:
+            path, op = "", "add"  # a bare {"v": {"message": …}} starts a new message
+        else:
+            path = obj["p"] if has_p else self._last_p
+            op = obj["o"] if has_o else self._last_o
+        self._last_p, self._last_o = path, op
+        if path == "" and op == "add":
+            return self._start_message(value)
+        if self._envelope is None:
+            return self._error("delta", f"delta {op} {path!r} before any message")
+        message = self._envelope.get("message")
+        before_visible = is_visible_answer(message)
+        text = self._appended_text(path, op, value) if before_visible else None
+        try:
+            self._envelope = apply_delta(self._envelope, path, op, value)
+        except DeltaError as exc:
+            return self._error("delta", f"cannot apply delta {op} {path!r}: {exc}")
+        message = self._envelope.get("message") if isinstance(self._envelope, dict) else None
+        message_id = message.get("id") if isinstance(message, dict) else None
+        if message_id:
+            self.messages[message_id] = message
+            if not before_visible and is_visible_answer(message):
+                text = message_text(message) or None  # became visible by this delta
+        return EventInfo("delta", message_id, text)
+
+    def _appended_text(self, path: str, op: str, value: Any) -> str | None:
+        if op == "append" and path.startswith(_PART_PREFIX) and isinstance(value, str):
+            return value or None
+        if op == "patch" and isinstance(value, list):
+            pieces = [
+                sub.get("v")
+                for sub in value
+                if isinstance(sub, dict)
+                and sub.get("o") == "append"
+                and str(sub.get("p", "")).startswith(_PART_PREFIX)
+                and isinstance(sub.get("v"), str)
+            ]
+            return "".join(pieces) or None
+        return None
+
+    def _start_message(self, value: Any) -> EventInfo:
+        if not isinstance(value, dict) or not isinstance(value.get("message"), dict):
+            return self._error("delta", "add at the root without a message")
+        self._envelope = value
+        self.conversation_id = value.get("conversation_id") or self.conversation_id
+        if value.get("error"):
+            self.stream_error = str(value["error"])
+        message = value["message"]
+        message_id = message.get("id")
+        if message_id:
+            self.messages[message_id] = message
+        text = message_text(message) or None if is_visible_answer(message) else None
+        return EventInfo("delta", message_id, text)
+
+    # -- typed events: markers, titles, metadata ---------------------------------------------
+    def _typed(self, obj: dict, event: str | None) -> EventInfo:
+        kind = obj.get("type") if isinstance(obj.get("type"), str) else (event or "unknown")
+        self.conversation_id = obj.get("conversation_id") or self.conversation_id
+        message_id = obj.get("message_id")
+        if kind == "title_generation":
+            self.title = obj.get("title") or self.title
+        elif kind == "server_ste_metadata":
+            metadata = obj.get("metadata") or {}
+            self.server_metadata = metadata
+            self.server_model_slug = metadata.get("model_slug") or self.server_model_slug
+        elif kind == "message_stream_complete":
+            self.completed = True
+        elif kind == "stream_handoff":
+            self.handoff = obj
+        elif kind == "input_message":
+            message = obj.get("input_message")
+            if isinstance(message, dict) and message.get("id"):
+                self.messages.setdefault(message["id"], message)
+                message_id = message["id"]
+        elif kind == "error" or obj.get("error"):
+            self.stream_error = str(obj.get("error") or obj.get("message") or obj)
+        return EventInfo(kind, message_id)
+
+    # -- results ----------------------------------------------------------------------------
+    def answer(self) -> dict | None:
+        """The answer of this turn: the last visible assistant message, else the last assistant one."""
+        visible = [m for m in self.messages.values() if is_visible_answer(m)]
+        if visible:
+            return visible[-1]
+        assistants = [m for m in self.messages.values() if (m.get("author") or {}).get("role") == "assistant"]
+        return assistants[-1] if assistants else None
