@@ -102,7 +102,7 @@ def stream_messages(stream: ConversationStream, *, request_parents: dict[str, st
 def infer_status(stream: ConversationStream) -> str | None:
     answer = stream.answer()
     if answer is None:
-        return "error" if stream.stream_error else None
+        return "error" if stream.stream_error else "incomplete"
     status = answer.get("status")
     if status:
         return status

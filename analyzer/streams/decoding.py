@@ -17,9 +17,14 @@ class _Zlib:
     def __init__(self, gzip: bool) -> None:
         self._gzip = gzip
         self._obj: zlib._Decompress | None = None  # deflate: choose zlib or raw on the first bytes
+        self._head = b""
 
     def decompress(self, data: bytes) -> bytes:
         if self._obj is None:
+            if not self._gzip and len(self._head) + len(data) < 2:
+                self._head += data  # two bytes are needed to tell a zlib header from raw deflate
+                return b""
+            data, self._head = self._head + data, b""
             if self._gzip:
                 self._obj = zlib.decompressobj(16 + zlib.MAX_WBITS)
             else:
@@ -29,6 +34,8 @@ class _Zlib:
         return self._obj.decompress(data)
 
     def flush(self) -> bytes:
+        if self._obj is None and self._head:
+            return zlib.decompressobj(-zlib.MAX_WBITS).decompress(self._head)
         return self._obj.flush() if self._obj is not None else b""
 
 

@@ -32,6 +32,7 @@ class SSEParser:
 
     def __init__(self) -> None:
         self._tail = ""
+        self._id: str | None = None  # the spec's last-event-id buffer: it outlives each event
         self._started = False
         self._pending_cr = False
         self._reset()
@@ -39,7 +40,6 @@ class SSEParser:
     def _reset(self) -> None:
         self._data: list[str] = []
         self._event: str | None = None
-        self._id: str | None = None
         self._retry: int | None = None
         self._bytes = 0
 

@@ -1,0 +1,469 @@
+"""Latency of answers: what the proxy observed, what the page reported, and the two joined.
+
+Definitions (``docs/metrics.md`` has them in full):
+
+* a *text event* is a ``stream_events`` row with non-null, non-empty ``text``;
+* ``ttft_ms`` / ``e2e_ms`` are the columns the extractor stored on ``conversation_turns`` /
+  ``api_calls`` (offset of the first text event / of the last event from ``flows.started_at``);
+* ``itl_ms`` pools every gap between consecutive text events of one flow (ordered by ``seq``);
+* ``tpot_ms`` = (offset of the last text event − offset of the first) / (tokens − 1) per answer,
+  tokens from the matched beacon's ``count_tokens`` (web) or ``completion_tokens`` (API) when
+  there is one, else the number of text events.
+
+Everything is vectorised: the one pass over ``stream_events`` (which can hold tens of millions of
+rows) works on Arrow columns and NumPy arrays; the flow id strings are dictionary-encoded once and
+never turned into Python objects.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from analyzer.store import Capture
+
+log = logging.getLogger(__name__)
+
+STATS_KEYS = ("n", "mean", "min", "p50", "p90", "p95", "p99", "max")
+_PERCENTILES = (50, 90, 95, 99)
+UNKNOWN_MODEL = "unknown"
+
+# The columns each table is read with: the report never reads anything else (the benchmark's memory
+# budget is measured against the size of exactly these columns).
+COLUMNS: dict[str, list[str]] = {
+    "stream_events": ["flow_id", "seq", "offset_ms", "text"],
+    "conversation_turns": [
+        "flow_id", "action", "conversation_id", "model_slug", "server_model_slug", "requested_model",
+        "started_at", "ttft_ms", "e2e_ms", "cf_ray",
+    ],
+    "latency_beacons": [
+        "flow_id", "server_request_id", "model", "count_tokens", "ts_first_token_ms",
+        "ts_total_request_ms", "ts_median_token_without_first_ms", "ts_p95_token_without_first_ms",
+        "ts_p99_token_without_first_ms",
+    ],
+    "api_calls": [
+        "flow_id", "model", "started_at", "ttft_ms", "e2e_ms", "prompt_tokens", "completion_tokens",
+        "total_tokens",
+    ],
+}
+
+OBSERVED_METRICS = ("ttft_ms", "itl_ms", "tpot_ms", "e2e_ms")
+BEACON_METRICS = (
+    "ts_first_token_ms", "ts_total_request_ms", "count_tokens", "tokens_per_s",
+    "ts_median_token_without_first_ms", "ts_p95_token_without_first_ms", "ts_p99_token_without_first_ms",
+)
+
+
+def stats(values: Any) -> dict[str, int | float | None]:
+    """``{n, mean, min, p50, p90, p95, p99, max}`` of the finite values; nulls when there are none.
+
+    Percentiles interpolate linearly between closest ranks (NumPy's default method).
+    """
+    if isinstance(values, pd.Series | pd.Index):
+        arr = pd.to_numeric(values, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+    else:
+        arr = np.asarray(values, dtype="float64")
+    arr = arr[np.isfinite(arr)]
+    if arr.size == 0:
+        return {"n": 0} | {k: None for k in STATS_KEYS[1:]}
+    p50, p90, p95, p99 = np.percentile(arr, _PERCENTILES)
+    return {
+        "n": int(arr.size), "mean": float(arr.mean()), "min": float(arr.min()),
+        "p50": float(p50), "p90": float(p90), "p95": float(p95), "p99": float(p99), "max": float(arr.max()),
+    }
+
+
+def _dedupe(capture: Capture, frame: pd.DataFrame, key: str | list[str]) -> pd.DataFrame:
+    """Drop rows repeated across combined captures (a live capture and its ``-w`` import share flow ids)."""
+    if len(capture.paths) > 1 and len(frame):
+        return frame.drop_duplicates(subset=key, keep="first", ignore_index=True)
+    return frame
+
+
+def model_column(frame: pd.DataFrame, *candidates: str) -> pd.Series:
+    """The first non-empty of ``candidates`` per row, else ``unknown``: the model a row is filed under."""
+    out = pd.Series(np.nan, index=frame.index, dtype="str")
+    for name in candidates:
+        col = frame[name].astype("str")
+        out = out.fillna(col.mask(col == ""))
+    return out.fillna(UNKNOWN_MODEL).astype("str")
+
+
+# --------------------------------------------------------------------------------------------
+# The one pass over stream_events
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TextEvents:
+    """Per-flow summary of the text events plus the pooled inter-token gaps, keyed by dictionary code.
+
+    ``flow_ids`` is the dictionary (every flow id in ``stream_events``); ``per_flow`` is indexed by
+    flow id with ``first_text_ms``, ``last_text_ms``, ``n_text_events`` (flows with at least one
+    timed text event); ``timed_flows`` counts events with a non-null offset per dictionary code;
+    ``gap_codes``/``gaps`` hold one entry per gap.
+    """
+
+    flow_ids: pd.Index
+    per_flow: pd.DataFrame
+    timed_events: np.ndarray
+    gap_codes: np.ndarray
+    gaps: np.ndarray
+
+
+def _chunked_to_numpy(col: pa.ChunkedArray, dtype: str, fill: Any) -> np.ndarray:
+    if col.num_chunks == 0:
+        return np.empty(0, dtype=dtype)
+    return np.concatenate([pc.fill_null(ch, fill).to_numpy(zero_copy_only=False) for ch in col.chunks]).astype(
+        dtype, copy=False
+    )
+
+
+def text_events(capture: Capture) -> TextEvents:
+    """Read ``stream_events`` once and reduce it to per-flow text timing and ITL gaps (vectorised)."""
+    table = capture.arrow("stream_events", COLUMNS["stream_events"])
+    # Text events: non-null, non-empty text with a known offset (HAR imports have null offsets).
+    offset_col = table.column("offset_ms")
+    is_text = pc.fill_null(pc.greater(pc.binary_length(table.column("text")), 0), False)
+    is_timed = pc.is_valid(offset_col)
+    keep = _chunked_to_numpy(pc.and_(is_text, is_timed), "bool", False)
+    timed_any = _chunked_to_numpy(is_timed, "bool", False)
+    seq = _chunked_to_numpy(table.column("seq"), "int64", -1)
+    offsets = _chunked_to_numpy(offset_col, "float64", np.nan)
+    encoded = pa.table({"f": pc.dictionary_encode(table.column("flow_id"))}).unify_dictionaries().column("f")
+    del table, is_text, is_timed, offset_col  # the strings are no longer needed: free them early
+    if encoded.num_chunks:
+        dictionary = encoded.chunk(0).dictionary
+        codes = np.concatenate([pc.fill_null(ch.indices, -1).to_numpy() for ch in encoded.chunks]).astype("int64")
+    else:
+        dictionary = pa.array([], pa.string())
+        codes = np.empty(0, dtype="int64")
+    flow_ids = pd.Index(dictionary.to_pandas(), dtype="str", name="flow_id")
+    keep &= codes >= 0
+    timed_events = np.bincount(codes[timed_any & (codes >= 0)], minlength=len(flow_ids))
+
+    codes, seq, offsets = codes[keep], seq[keep], offsets[keep]
+    del keep, timed_any
+    # Order by (flow, seq). Parts written by the extractor are already grouped by flow in seq
+    # order (dictionary codes follow first appearance), so the sort is usually skipped.
+    if len(codes) > 1:
+        dc, ds = np.diff(codes), np.diff(seq)
+        if not ((dc > 0) | ((dc == 0) & (ds >= 0))).all():
+            order = np.lexsort((seq, codes))
+            codes, seq, offsets = codes[order], seq[order], offsets[order]
+        del dc, ds
+    if len(codes) > 1:
+        # The same (flow, seq) twice means a combined capture repeats a flow: count it once.
+        dup = np.r_[False, (codes[1:] == codes[:-1]) & (seq[1:] == seq[:-1])]
+        if dup.any():
+            codes, offsets = codes[~dup], offsets[~dup]
+    del seq
+    same = codes[1:] == codes[:-1]
+    gaps = np.diff(offsets)[same]
+    gap_codes = codes[1:][same]
+    starts = np.flatnonzero(np.r_[True, ~same]) if len(codes) else np.empty(0, dtype="int64")
+    ends = np.r_[starts[1:], len(codes)] - 1 if len(codes) else starts
+    per_flow = pd.DataFrame(
+        {
+            "first_text_ms": offsets[starts],
+            "last_text_ms": offsets[ends],
+            "n_text_events": (ends - starts + 1).astype("int64"),
+        },
+        index=flow_ids[codes[starts]] if len(codes) else pd.Index([], dtype="str", name="flow_id"),
+    )
+    return TextEvents(flow_ids, per_flow, timed_events, gap_codes, gaps)
+
+
+# --------------------------------------------------------------------------------------------
+# Per-answer frames
+# --------------------------------------------------------------------------------------------
+
+
+def _beacons(capture: Capture) -> pd.DataFrame:
+    beacons = _dedupe(capture, capture.table("latency_beacons", COLUMNS["latency_beacons"]), "flow_id")
+    return beacons
+
+
+def _take(values: np.ndarray, pos: np.ndarray, fill: float) -> np.ndarray:
+    """``values[pos]`` with ``fill`` where ``pos`` is -1 (not found); safe when ``values`` is empty."""
+    out = np.full(len(pos), fill, dtype="float64")
+    hit = pos >= 0
+    out[hit] = values[pos[hit]]
+    return out
+
+
+def _answers(
+    rows: pd.DataFrame, events: TextEvents, reported_tokens: pd.Series, reported_source: str
+) -> pd.DataFrame:
+    """Attach text-event timing, token counts and TPOT to one row per answer (turn or API call)."""
+    pos = events.per_flow.index.get_indexer(rows["flow_id"])
+    per_flow = events.per_flow
+    first = _take(per_flow["first_text_ms"].to_numpy(), pos, np.nan)
+    last = _take(per_flow["last_text_ms"].to_numpy(), pos, np.nan)
+    n_text = _take(per_flow["n_text_events"].to_numpy(), pos, 0).astype("int64")
+    n_timed = _take(events.timed_events, events.flow_ids.get_indexer(rows["flow_id"]), 0)
+    has_timing = (n_timed > 0) | rows["ttft_ms"].notna().to_numpy() | rows["e2e_ms"].notna().to_numpy()
+
+    reported = pd.to_numeric(reported_tokens, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+    use_reported = np.isfinite(reported) & (reported > 0)
+    tokens = np.where(use_reported, reported, n_text.astype("float64"))
+    source = np.where(use_reported, reported_source, "text_events")
+    # TPOT needs a time span (two text events) and at least two tokens to spread it over.
+    ok = has_timing & (n_text >= 2) & (tokens > 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tpot = np.where(ok, (last - first) / (tokens - 1), np.nan)
+    out = rows.copy()
+    out["has_timing"] = has_timing
+    out["n_text_events"] = n_text
+    out["tokens"] = tokens
+    out["token_source"] = pd.Series(source, index=rows.index, dtype="str")
+    out["tpot_ms"] = tpot
+    for name in ("ttft_ms", "e2e_ms"):
+        out[name] = out[name].where(out["has_timing"])
+    return out
+
+
+def conversation_turns(capture: Capture) -> pd.DataFrame:
+    """``conversation_turns`` as the report reads it: POSTed turns only (a row with ``action = "read"``
+    records a conversation read back, not a turn), one row per flow."""
+    turns = _dedupe(capture, capture.table("conversation_turns", COLUMNS["conversation_turns"]), "flow_id")
+    return turns[turns["action"].fillna("") != "read"].copy()
+
+
+def _turns(capture: Capture) -> pd.DataFrame:
+    turns = conversation_turns(capture)
+    turns["model_slug"] = model_column(turns, "model_slug", "server_model_slug", "requested_model")
+    return turns.drop(columns=["server_model_slug", "requested_model"])
+
+
+def _first_beacon_per_request(beacons: pd.DataFrame) -> pd.DataFrame:
+    b = beacons[beacons["server_request_id"].notna()]
+    return b.drop_duplicates("server_request_id", keep="first").set_index("server_request_id")
+
+
+def turn_latency(capture: Capture, events: TextEvents | None = None) -> pd.DataFrame:
+    """One row per conversation turn with its observed timing (see the module docstring).
+
+    Columns: flow_id, conversation_id, model_slug, started_at, ttft_ms, e2e_ms, tpot_ms,
+    n_text_events, tokens, token_source (``beacon`` | ``text_events``), cf_ray, has_timing.
+    ``ttft_ms``/``e2e_ms``/``tpot_ms`` are null for turns without per-event timing.
+    """
+    events = events if events is not None else text_events(capture)
+    turns = _turns(capture)
+    beacons = _first_beacon_per_request(_beacons(capture))
+    cf = turns["cf_ray"]
+    pos = beacons.index.get_indexer(cf)
+    counts = beacons["count_tokens"].to_numpy(dtype="float64", na_value=np.nan)
+    reported = pd.Series(_take(counts, pos, np.nan), index=turns.index)
+    out = _answers(turns, events, reported, "beacon")
+    cols = ["flow_id", "conversation_id", "model_slug", "started_at", "ttft_ms", "e2e_ms", "tpot_ms",
+            "n_text_events", "tokens", "token_source", "cf_ray", "has_timing"]
+    return out[cols]
+
+
+def itl_gaps(capture: Capture, events: TextEvents | None = None, *, api: bool = False) -> pd.DataFrame:
+    """Every gap between consecutive text events of one answer: flow_id, model_slug, itl_ms.
+
+    Only answers with per-event timing count. ``api=True`` gives the gaps of ``api_calls`` instead of
+    conversation turns. ``flow_id`` and ``model_slug`` are categoricals (there may be tens of millions of gaps).
+    """
+    events = events if events is not None else text_events(capture)
+    if api:
+        rows = _dedupe(capture, capture.table("api_calls", ["flow_id", "model"]), "flow_id")
+        models = model_column(rows, "model")
+    else:
+        rows = _turns(capture)
+        models = rows["model_slug"]
+    # Dictionary code -> row of the answer table (-1: another kind of flow).
+    lut = pd.Index(rows["flow_id"]).get_indexer(events.flow_ids) if len(events.flow_ids) else np.empty(0, "int64")
+    row_of_gap = lut[events.gap_codes] if len(events.gap_codes) else np.empty(0, dtype="int64")
+    keep = row_of_gap >= 0
+    model_cat = pd.Categorical(models)
+    model_codes = model_cat.codes[row_of_gap[keep]] if keep.any() else np.empty(0, dtype="int8")
+    return pd.DataFrame(
+        {
+            "flow_id": pd.Categorical.from_codes(events.gap_codes[keep], categories=events.flow_ids)
+            if len(events.flow_ids) else pd.Categorical([]),
+            "model_slug": pd.Categorical.from_codes(model_codes, categories=model_cat.categories),
+            "itl_ms": events.gaps[keep],
+        }
+    )
+
+
+def beacon_matches(capture: Capture, turns: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Latency beacons joined to conversation turns on ``server_request_id`` = the turn's ``cf_ray``.
+
+    One row per matched beacon: server_request_id, flow_id (the turn's), beacon_flow_id, model (the
+    beacon's), model_slug (the turn's), ts_first_token_ms, ttft_ms (observed), ttft_gap_ms
+    (= ts_first_token_ms − ttft_ms: what the page adds on top of the network).
+    """
+    turns = turns if turns is not None else turn_latency(capture)
+    beacons = _beacons(capture)
+    keyed = turns[turns["cf_ray"].notna()].drop_duplicates("cf_ray", keep="first")
+    index = pd.Index(keyed["cf_ray"])
+    pos = index.get_indexer(beacons["server_request_id"])
+    hit = pos >= 0
+    matched = keyed.iloc[pos[hit]]
+    b = beacons[hit]
+    out = pd.DataFrame(
+        {
+            "server_request_id": b["server_request_id"].to_numpy(),
+            "flow_id": matched["flow_id"].to_numpy(),
+            "beacon_flow_id": b["flow_id"].to_numpy(),
+            "model": b["model"].to_numpy(),
+            "model_slug": matched["model_slug"].to_numpy(),
+            "ts_first_token_ms": b["ts_first_token_ms"].to_numpy(dtype="float64", na_value=np.nan),
+            "ttft_ms": matched["ttft_ms"].to_numpy(dtype="float64", na_value=np.nan),
+        }
+    )
+    out["ttft_gap_ms"] = out["ts_first_token_ms"] - out["ttft_ms"]
+    return out
+
+
+def api_latency(capture: Capture, events: TextEvents | None = None) -> pd.DataFrame:
+    """One row per OpenAI-API call with its observed timing, like :func:`turn_latency`.
+
+    Columns: flow_id, model, started_at, ttft_ms, e2e_ms, tpot_ms, n_text_events, tokens,
+    token_source (``usage`` = the response's ``completion_tokens`` | ``text_events``),
+    prompt_tokens, completion_tokens, total_tokens, has_timing.
+    """
+    events = events if events is not None else text_events(capture)
+    calls = _dedupe(capture, capture.table("api_calls", COLUMNS["api_calls"]), "flow_id").copy()
+    calls["model"] = model_column(calls, "model")
+    out = _answers(calls, events, calls["completion_tokens"], "usage")
+    cols = ["flow_id", "model", "started_at", "ttft_ms", "e2e_ms", "tpot_ms", "n_text_events", "tokens",
+            "token_source", "prompt_tokens", "completion_tokens", "total_tokens", "has_timing"]
+    return out[cols]
+
+
+def beacon_frame(capture: Capture) -> pd.DataFrame:
+    """The latency beacons with ``tokens_per_s`` = count_tokens / ((total − first) / 1000) added."""
+    beacons = _beacons(capture).copy()
+    beacons["model"] = model_column(beacons, "model")
+    span_s = (beacons["ts_total_request_ms"] - beacons["ts_first_token_ms"]) / 1000.0
+    beacons["tokens_per_s"] = (beacons["count_tokens"] / span_s).where(span_s > 0)
+    return beacons
+
+
+# --------------------------------------------------------------------------------------------
+# Report blocks
+# --------------------------------------------------------------------------------------------
+
+
+def _token_sources(frame: pd.DataFrame) -> dict[str, int]:
+    used = frame.loc[frame["tpot_ms"].notna(), "token_source"]
+    return {str(k): int(v) for k, v in used.value_counts().sort_index().items()}
+
+
+def observed_block(answers: pd.DataFrame, gaps: pd.DataFrame | np.ndarray, *, unit: str = "turns") -> dict:
+    """``observed`` stats: ttft/itl/tpot/e2e over answers with per-event timing, and what was left out."""
+    timed = answers[answers["has_timing"]]
+    itl = gaps["itl_ms"].to_numpy() if isinstance(gaps, pd.DataFrame) else gaps
+    return {
+        unit: int(len(answers)),
+        f"{unit}_with_timing": int(len(timed)),
+        f"{unit}_without_timing": int(len(answers) - len(timed)),
+        "ttft_ms": stats(timed["ttft_ms"]),
+        "itl_ms": stats(itl),
+        "tpot_ms": stats(timed["tpot_ms"]),
+        "e2e_ms": stats(timed["e2e_ms"]),
+        "tpot_token_source": _token_sources(timed),
+    }
+
+
+def client_reported_block(beacons: pd.DataFrame) -> dict:
+    """Stats across beacons of the page's own numbers (each beacon already summarises one answer)."""
+    return {"beacons": int(len(beacons))} | {m: stats(beacons[m]) for m in BEACON_METRICS}
+
+
+def _by_group(values: np.ndarray, codes: np.ndarray, n_groups: int) -> list[np.ndarray]:
+    """Split ``values`` by integer group code in one stable sort (not one scan per group)."""
+    if n_groups == 0:
+        return []
+    order = np.argsort(codes, kind="stable")
+    bounds = np.searchsorted(codes[order], np.arange(n_groups + 1))
+    ordered = values[order]
+    return [ordered[bounds[i]:bounds[i + 1]] for i in range(n_groups)]
+
+
+def latency_block(
+    turns: pd.DataFrame, gaps: pd.DataFrame, beacons: pd.DataFrame, matches: pd.DataFrame,
+    api: pd.DataFrame, api_gaps: pd.DataFrame,
+) -> dict:
+    """The report's ``latency`` object from the per-answer frames."""
+    n_beacons_with_id = int(beacons["server_request_id"].notna().sum())
+    matched_beacons = len(matches)
+    models = sorted(set(turns["model_slug"]) | set(beacons["model"]))
+    by_model: dict[str, dict] = {}
+    gap_cats = gaps["model_slug"].cat
+    gap_groups = dict(zip(gap_cats.categories, _by_group(gaps["itl_ms"].to_numpy(), gap_cats.codes.to_numpy(),
+                                                          len(gap_cats.categories)), strict=True))
+    turn_groups = dict(tuple(turns.groupby("model_slug", sort=True, observed=True)))
+    beacon_groups = dict(tuple(beacons.groupby("model", sort=True, observed=True)))
+    empty_turns = turns.iloc[0:0]
+    for model in models:
+        by_model[model] = {
+            "observed": observed_block(turn_groups.get(model, empty_turns), gap_groups.get(model, np.empty(0))),
+            "client_reported": client_reported_block(beacon_groups.get(model, beacons.iloc[0:0])),
+        }
+    return {
+        "observed": observed_block(turns, gaps),
+        "client_reported": client_reported_block(beacons),
+        "matched": {
+            "pairs": int(matched_beacons),
+            "unmatched_beacons": int(len(beacons) - matched_beacons),
+            "beacons_without_request_id": int(len(beacons) - n_beacons_with_id),
+            "turns_with_beacon": int(matches["flow_id"].nunique()),
+            "ttft_gap_ms": stats(matches["ttft_gap_ms"]),
+        },
+        "by_model": by_model,
+        "api": api_block(api, api_gaps),
+    }
+
+
+def api_block(api: pd.DataFrame, api_gaps: pd.DataFrame) -> dict:
+    """``observed`` stats for API calls plus token usage summed per model."""
+    block = observed_block(api, api_gaps, unit="calls")
+    usage = api.groupby("model", sort=True).agg(
+        calls=("flow_id", "size"),
+        prompt_tokens=("prompt_tokens", "sum"),
+        completion_tokens=("completion_tokens", "sum"),
+        total_tokens=("total_tokens", "sum"),
+    )
+    block["usage_by_model"] = {
+        str(model): {k: int(v) for k, v in row.items()} for model, row in usage.iterrows()
+    }
+    return block
+
+
+def compute_latency(capture: Capture) -> dict[str, pd.DataFrame]:
+    """Every per-answer frame at once, sharing the one pass over ``stream_events``."""
+    events = text_events(capture)
+    turns = turn_latency(capture, events)
+    return {
+        "turns": turns,
+        "itl_gaps": itl_gaps(capture, events),
+        "beacons": beacon_frame(capture),
+        "matches": beacon_matches(capture, turns),
+        "api": api_latency(capture, events),
+        "api_itl_gaps": itl_gaps(capture, events, api=True),
+    }
+
+
+def latency_report(capture: Capture) -> dict:
+    """The report's ``latency`` object for ``capture``."""
+    f = compute_latency(capture)
+    return latency_block(f["turns"], f["itl_gaps"], f["beacons"], f["matches"], f["api"], f["api_itl_gaps"])
+
+
+__all__: Iterable[str] = [
+    "STATS_KEYS", "api_latency", "beacon_frame", "beacon_matches", "compute_latency", "itl_gaps",
+    "latency_report", "stats", "text_events", "turn_latency",
+]

@@ -1,0 +1,216 @@
+"""Product analytics in a capture: Segment and Statsig events, the identifiers they carry, and the
+conversations they name.
+
+The identifiers table answers a privacy reviewer's question, "which identifier goes to which host":
+one entry per (identifier kind, host) with how many distinct values and events carried it, and
+``hosts``: every host that received at least one of the same values (so a value shared across hosts
+shows up as a link). Identifiers come from columns (Segment ``userId``/``anonymousId``, Statsig
+``userID``/``stableID``) and from keys found inside the JSON of Segment ``context``/``properties`` and
+Statsig ``custom_ids`` (``workspace_id``, ``deviceID``, …), extracted with one vectorised regex pass.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import pandas as pd
+
+from analyzer.store import Capture
+
+log = logging.getLogger(__name__)
+
+COLUMNS: dict[str, list[str]] = {
+    "segment_events": [
+        "flow_id", "host", "type", "event", "user_id", "anonymous_id", "page_path", "conversation_id",
+        "properties", "context",
+    ],
+    "statsig_events": ["flow_id", "host", "event_name", "user_id", "stable_id", "custom_ids", "current_page",
+                       "conversation_id"],
+}
+
+# Identifier kinds in report order; JSON keys are normalised (lower case, no '_'/'-') and looked up here.
+KINDS = ("user_id", "anonymous_id", "stable_id", "workspace_id", "account_id", "device_id", "session_id")
+_KEY_TO_KIND = {
+    "userid": "user_id", "anonymousid": "anonymous_id", "stableid": "stable_id",
+    "workspaceid": "workspace_id", "accountid": "account_id", "deviceid": "device_id", "oaidid": "device_id",
+    "sessionid": "session_id",
+}
+# A string-valued JSON member whose key names an identifier, anywhere in the document (nested too).
+_ID_MEMBER = re.compile(
+    r'"(?P<key>user_?id|anonymous_?id|stable_?id|workspace_?id|account_?id|device_?id|oai-did|session_?id)"'
+    r'\s*:\s*"(?P<value>[^"\\]+)"',
+    re.IGNORECASE,
+)
+_CONVERSATION_IN_PATH = r"/c/([0-9A-Za-z][0-9A-Za-z-]{7,})"
+UNKNOWN_HOST = "(unknown)"
+IDENTIFIER_COLUMNS = ["kind", "host", "distinct_values", "events", "hosts", "sources"]
+
+
+def _dedupe(capture: Capture, frame: pd.DataFrame) -> pd.DataFrame:
+    # Combined captures may repeat a flow (live capture + its flow-file import share flow ids).
+    return frame.drop_duplicates(ignore_index=True) if len(capture.paths) > 1 and len(frame) else frame
+
+
+def segment_events(capture: Capture) -> pd.DataFrame:
+    """Segment events with ``host`` filled and ``conversation_id`` also taken from ``page_path``."""
+    seg = _dedupe(capture, capture.table("segment_events", COLUMNS["segment_events"])).copy()
+    seg["host"] = seg["host"].fillna(UNKNOWN_HOST)
+    from_path = seg["page_path"].astype("str").str.extract(_CONVERSATION_IN_PATH, expand=False)
+    seg["conversation_id"] = seg["conversation_id"].fillna(from_path)
+    return seg
+
+
+def statsig_events(capture: Capture) -> pd.DataFrame:
+    """Statsig events with ``host`` filled and ``conversation_id`` also taken from ``current_page``."""
+    st = _dedupe(capture, capture.table("statsig_events", COLUMNS["statsig_events"])).copy()
+    st["host"] = st["host"].fillna(UNKNOWN_HOST)
+    from_page = st["current_page"].astype("str").str.extract(_CONVERSATION_IN_PATH, expand=False)
+    st["conversation_id"] = st["conversation_id"].fillna(from_page)
+    return st
+
+
+def _from_columns(frame: pd.DataFrame, source: str, columns: dict[str, str]) -> pd.DataFrame:
+    parts = []
+    for column, kind in columns.items():
+        vals = frame[column]
+        ok = vals.notna() & (vals.astype("str") != "")
+        parts.append(pd.DataFrame({"event": frame.index[ok], "host": frame["host"][ok].to_numpy(),
+                                   "kind": kind, "value": vals[ok].astype("str").to_numpy()}))
+    out = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["event", "host", "kind", "value"])
+    out["source"] = source
+    return out
+
+
+def _from_json(frame: pd.DataFrame, source: str, columns: list[str]) -> pd.DataFrame:
+    parts = []
+    for column in columns:
+        text = frame[column].dropna().astype("str")
+        if text.empty:
+            continue
+        found = text.str.extractall(_ID_MEMBER)
+        if found.empty:
+            continue
+        rows = found.index.get_level_values(0)
+        key = found["key"].str.lower().str.replace(r"[_-]", "", regex=True)
+        parts.append(pd.DataFrame({"event": rows, "host": frame.loc[rows, "host"].to_numpy(),
+                                   "kind": key.map(_KEY_TO_KIND).to_numpy(), "value": found["value"].to_numpy()}))
+    if not parts:
+        return pd.DataFrame(columns=["event", "host", "kind", "value", "source"])
+    out = pd.concat(parts, ignore_index=True)
+    out["source"] = source
+    return out
+
+
+def identifier_sightings(capture: Capture) -> pd.DataFrame:
+    """Long form: one row per (source, event, kind, value) with the host the event went to."""
+    seg = segment_events(capture)
+    st = statsig_events(capture)
+    frames = [
+        _from_columns(seg, "segment", {"user_id": "user_id", "anonymous_id": "anonymous_id"}),
+        _from_json(seg, "segment", ["context", "properties"]),
+        _from_columns(st, "statsig", {"user_id": "user_id", "stable_id": "stable_id"}),
+        _from_json(st, "statsig", ["custom_ids"]),
+    ]
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return pd.DataFrame({c: pd.Series(dtype="str") for c in ("source", "host", "kind", "value")}
+                            | {"event": pd.Series(dtype="int64")})
+    out = pd.concat(frames, ignore_index=True)
+    # The same id in a column and again in the JSON of one event is one sighting.
+    return out.drop_duplicates(["source", "event", "kind", "value"], ignore_index=True)
+
+
+def identifiers(capture: Capture, sightings: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per (identifier kind, host): distinct_values, events, hosts (sharing a value), sources."""
+    s = sightings if sightings is not None else identifier_sightings(capture)
+    if s.empty:
+        return pd.DataFrame({c: pd.Series(dtype="object") for c in IDENTIFIER_COLUMNS})
+    grouped = s.groupby(["kind", "host"], sort=False).agg(
+        distinct_values=("value", "nunique"),
+        sources=("source", lambda v: sorted(set(v))),
+    )
+    # An event is identified by (source, row): the same row number in Segment and Statsig are two events.
+    events = s.drop_duplicates(["kind", "host", "source", "event"]).groupby(["kind", "host"]).size()
+    grouped["events"] = events.reindex(grouped.index).to_numpy()
+    # Hosts sharing a value: pair every (kind, value, host) with every other host of that (kind, value).
+    vh = s[["kind", "value", "host"]].drop_duplicates()
+    pairs = vh.merge(vh, on=["kind", "value"], suffixes=("", "_other"))
+    shared = pairs.groupby(["kind", "host"])["host_other"].agg(lambda h: sorted(set(h)))
+    grouped["hosts"] = shared.reindex(grouped.index).to_numpy()
+    out = grouped.reset_index()
+    order = {k: i for i, k in enumerate(KINDS)}
+    out["_order"] = out["kind"].map(order).fillna(len(KINDS))
+    out = out.sort_values(["_order", "kind", "host"], ignore_index=True)
+    out["distinct_values"] = out["distinct_values"].astype("int64")
+    out["events"] = out["events"].astype("int64")
+    return out[IDENTIFIER_COLUMNS]
+
+
+def captured_conversations(capture: Capture) -> pd.Index:
+    """Conversation ids present in ``conversation_turns``, ``messages`` or ``conversation_reads``."""
+    both = pd.concat(
+        [capture.table(name, ["conversation_id"])["conversation_id"]
+         for name in ("conversation_turns", "messages", "conversation_reads")],
+        ignore_index=True,
+    ).dropna()
+    return pd.Index(both.unique())
+
+
+def conversation_links(capture: Capture) -> pd.DataFrame:
+    """Analytics events that name a conversation: source, flow_id, event, conversation_id, captured."""
+    seg = segment_events(capture)
+    st = statsig_events(capture)
+    frames = []
+    for source, frame, name in (("segment", seg, "event"), ("statsig", st, "event_name")):
+        named = frame[frame["conversation_id"].notna()]
+        frames.append(pd.DataFrame({"source": source, "flow_id": named["flow_id"].to_numpy(),
+                                    "event": named[name].to_numpy(),
+                                    "conversation_id": named["conversation_id"].to_numpy()}))
+    out = pd.concat(frames, ignore_index=True)
+    out["captured"] = out["conversation_id"].isin(captured_conversations(capture))
+    return out
+
+
+def _counts(series: pd.Series) -> dict[str, int]:
+    vc = series.value_counts(sort=False)
+    vc = vc.sort_index().sort_values(ascending=False, kind="stable")
+    return {str(k): int(v) for k, v in vc.items()}
+
+
+def telemetry_report(capture: Capture) -> dict:
+    """The report's ``telemetry`` object."""
+    seg = segment_events(capture)
+    st = statsig_events(capture)
+    seg_names = seg["event"].fillna("(" + seg["type"].fillna("unknown") + ")")
+    links = conversation_links(capture)
+    ids = identifiers(capture)
+    return {
+        "segment": {
+            "events": int(len(seg)),
+            "by_event": _counts(seg_names),
+            "by_type": _counts(seg["type"].fillna("unknown")),
+            "by_host": _counts(seg["host"]),
+        },
+        "statsig": {
+            "events": int(len(st)),
+            "by_event": _counts(st["event_name"].fillna("unknown")),
+            "by_host": _counts(st["host"]),
+        },
+        "identifiers": [
+            {
+                "kind": str(r.kind), "host": str(r.host), "distinct_values": int(r.distinct_values),
+                "events": int(r.events), "hosts": [str(h) for h in r.hosts], "sources": [str(s) for s in r.sources],
+            }
+            for r in ids.itertuples(index=False)
+        ],
+        "events_naming_a_conversation": int(len(links)),
+        "events_in_conversations": int(links["captured"].sum()),
+        "conversations_linked": int(links.loc[links["captured"], "conversation_id"].nunique()),
+    }
+
+
+__all__ = [
+    "captured_conversations", "conversation_links", "identifier_sightings", "identifiers",
+    "segment_events", "statsig_events", "telemetry_report",
+]

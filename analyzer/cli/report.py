@@ -1,0 +1,42 @@
+"""``analyze report``: latency, conversations and telemetry of a capture, as text, Markdown or JSON."""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+from analyzer.cli.options import capture_arguments, format_option, json_flag, output_option, write_output
+from analyzer.store import Capture, CaptureError
+
+log = logging.getLogger(__name__)
+
+
+@click.command("report")
+@capture_arguments
+@format_option(["text", "markdown", "json"])
+@json_flag
+@output_option
+def command(capture: Capture, fmt: str, as_json: bool, output: str | None) -> None:
+    """Summarise CAPTURE: latency first, then conversations, flows and telemetry.
+
+    Several CAPTURE directories are read as one. ``text`` is for a terminal, ``markdown`` for
+    pasting into an issue, ``json`` for programs (its keys are documented in docs/report.md).
+
+    \b
+    Examples:
+        analyze report captures/sample.parquet
+        analyze report captures/monday.parquet captures/tuesday.parquet --format markdown -o report.md
+        analyze report captures/sample.parquet --json | jq .latency.observed.ttft_ms
+    """
+    # Imported here so that `analyze --help` stays quick (pandas is heavy).
+    from analyzer.analysis.render_report import render
+    from analyzer.analysis.report import build_report
+
+    if as_json:
+        fmt = "json"
+    try:
+        report = build_report(capture)
+    except CaptureError as exc:
+        raise click.ClickException(str(exc)) from exc
+    write_output(render(report, fmt), output)
