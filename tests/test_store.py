@@ -1,0 +1,115 @@
+"""The Parquet writer and reader: schemas, atomic parts, crash safety, combining captures."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from analyzer.schema import TABLES
+from analyzer.store import CaptureError, CaptureWriter, load_capture
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_new_capture_has_every_table_with_its_schema(tmp_path):
+    CaptureWriter(tmp_path / "c.parquet").close()
+    for name, schema in TABLES.items():
+        frame = pd.read_parquet(tmp_path / "c.parquet" / name)
+        assert list(frame.columns) == schema.names and frame.empty
+    con = duckdb.connect()
+    assert con.execute(f"select count(*) from read_parquet('{tmp_path}/c.parquet/flows/*.parquet')").fetchone() == (0,)
+
+
+def test_rows_round_trip_and_captures_combine(tmp_path):
+    for i, name in enumerate(["a.parquet", "b.parquet"]):
+        with CaptureWriter(tmp_path / name) as writer:
+            writer.add({"flows": [{"flow_id": f"f{i}", "kind": "conversation", "started_at": 1700000000.5 + i,
+                                   "ttfb_ms": 12.5, "streamed": True}]})
+    capture = load_capture([tmp_path / "a.parquet", tmp_path / "b.parquet"])
+    flows = capture.table("flows").sort_values("flow_id")
+    assert list(flows.flow_id) == ["f0", "f1"]
+    assert str(flows.started_at.iloc[0]) == "2023-11-14 22:13:20.500000+00:00"
+    assert pd.read_parquet(tmp_path / "a.parquet" / "flows").shape[0] == 1
+
+
+def test_unknown_column_is_rejected_not_written(tmp_path):
+    writer = CaptureWriter(tmp_path / "c.parquet")
+    writer.add({"flows": [{"flow_id": "x", "nonsense": 1}]})
+    writer.flush()  # logs and drops the bad batch; the capture stays readable
+    assert load_capture(tmp_path / "c.parquet").table("flows").empty
+
+
+def test_hidden_temporary_parts_are_ignored(tmp_path):
+    with CaptureWriter(tmp_path / "c.parquet") as writer:
+        writer.add({"errors": [{"flow_id": "x", "stage": "s", "error": "e"}]})
+    (tmp_path / "c.parquet" / "errors" / ".part-half-written.parquet.tmp").write_bytes(b"PAR1garbage")
+    assert len(pd.read_parquet(tmp_path / "c.parquet" / "errors")) == 1
+    assert len(load_capture(tmp_path / "c.parquet").table("errors")) == 1
+
+
+def test_reader_errors_are_one_line(tmp_path):
+    with pytest.raises(CaptureError, match="does not exist"):
+        load_capture(tmp_path / "nope")
+    (tmp_path / "file.txt").write_text("x")
+    with pytest.raises(CaptureError, match="not a capture"):
+        load_capture(tmp_path / "file.txt")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CaptureError, match="not a capture"):
+        load_capture(tmp_path / "empty")
+    CaptureWriter(tmp_path / "c.parquet").close()
+    for part in (tmp_path / "c.parquet" / "messages").iterdir():
+        part.unlink()
+    (tmp_path / "c.parquet" / "messages").rmdir()
+    with pytest.raises(CaptureError, match="missing table.*messages"):
+        load_capture(tmp_path / "c.parquet")
+
+
+WRITER_SCRIPT = textwrap.dedent(
+    """
+    import sys, time
+    sys.path.insert(0, {root!r})
+    from analyzer.store import CaptureWriter
+    writer = CaptureWriter(sys.argv[1], flush_ms=int(sys.argv[2]))
+    i = 0
+    while True:
+        writer.add({{"flows": [{{"flow_id": f"f{{i}}", "kind": "x"}}]}})
+        print(i, time.time(), flush=True)
+        i += 1
+        time.sleep(0.002)
+    """
+)
+
+
+def test_kill_9_loses_nothing_older_than_flush_interval(tmp_path):
+    flush_ms = 200
+    script = tmp_path / "writer.py"
+    script.write_text(WRITER_SCRIPT.format(root=str(ROOT)))
+    capture = tmp_path / "c.parquet"
+    proc = subprocess.Popen([sys.executable, str(script), str(capture), str(flush_ms)], stdout=subprocess.PIPE, text=True)
+    added: list[tuple[int, float]] = []
+    deadline = time.time() + 1.5
+    while time.time() < deadline:
+        line = proc.stdout.readline()
+        i, at = line.split()
+        added.append((int(i), float(at)))
+    os.kill(proc.pid, signal.SIGKILL)
+    killed_at = time.time()
+    proc.wait()
+    for line in proc.stdout:  # rows added between our last read and the kill
+        i, at = line.split()
+        added.append((int(i), float(at)))
+    ids = set(load_capture(capture).table("flows").flow_id)  # reads without any repair
+    must_have = {f"f{i}" for i, at in added if at < killed_at - flush_ms / 1000}
+    assert must_have and must_have <= ids
+    for part in (capture / "flows").glob("*.parquet"):
+        pq.read_metadata(part)  # every visible part is a whole Parquet file
