@@ -38,10 +38,6 @@ ROOT_ID = "client-created-root"
 # resort for messages that have no row in ``messages`` at all.
 SOURCE_RANK = {"mapping": 3, "stream": 2, "request": 1, "turn": 0}
 
-# Action of a conversation_turns row that records a mapping read (its assistant_message_id is the
-# read's current_node) rather than a POSTed turn.
-READ_ACTION = "read"
-
 # Content types that carry the dialogue itself; others (thoughts, code for a tool, …) are not
 # part of an API-style context.
 DIALOGUE_CONTENT_TYPES = {"text", "multimodal_text"}
@@ -54,6 +50,7 @@ TURN_COLUMNS = [
     "flow_id", "conversation_id", "action", "model_slug", "parent_message_id", "user_message_id",
     "user_text", "assistant_message_id", "assistant_text", "status", "title", "started_at", "ttft_ms",
 ]
+READ_COLUMNS = ["flow_id", "conversation_id", "title", "current_node", "read_at"]
 LIST_COLUMNS = ["conversation_id", "title", "turns", "messages", "models", "first_at", "last_at"]
 
 
@@ -182,13 +179,15 @@ def _isin(values: pd.Series, allowed) -> pd.Series:
     return values.astype(object).isin(pd.Index(allowed, dtype=object))
 
 
-def _load(capture) -> tuple[pd.DataFrame, pd.DataFrame]:
-    return capture.table("messages", MESSAGE_COLUMNS), capture.table("conversation_turns", TURN_COLUMNS)
+def _load(capture) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    return (capture.table("messages", MESSAGE_COLUMNS), capture.table("conversation_turns", TURN_COLUMNS),
+            capture.table("conversation_reads", READ_COLUMNS))
 
 
-def _posted(turns: pd.DataFrame) -> pd.DataFrame:
-    """Turns that were POSTed (not mapping-read records)."""
-    return turns[turns["action"].fillna("") != READ_ACTION]
+def _no_reads() -> pd.DataFrame:
+    from analyzer.schema import empty_table
+
+    return empty_table("conversation_reads").select(READ_COLUMNS).to_pandas()
 
 
 def sightings(messages: pd.DataFrame, turns: pd.DataFrame) -> pd.DataFrame:
@@ -202,8 +201,13 @@ def sightings(messages: pd.DataFrame, turns: pd.DataFrame) -> pd.DataFrame:
     flow_conv = turns.dropna(subset=["flow_id", "conversation_id"]).drop_duplicates("flow_id")
     flow_conv = flow_conv.set_index("flow_id")["conversation_id"]
     msgs["conversation_id"] = msgs["conversation_id"].fillna(msgs["flow_id"].map(flow_conv))
+    # A HAR import has no arrival times: the turn's start still orders its messages.
+    flow_start = turns.dropna(subset=["flow_id", "started_at"]).drop_duplicates("flow_id")
+    if not flow_start.empty and msgs["seen_at"].isna().any():
+        msgs["seen_at"] = msgs["seen_at"].fillna(
+            msgs["flow_id"].map(flow_start.set_index("flow_id")["started_at"]))
 
-    posted = _posted(turns).dropna(subset=["conversation_id"])
+    posted = turns.dropna(subset=["conversation_id"])
     user = posted[posted["user_message_id"].notna() & (posted["action"].fillna("next") != "continue")]
     user = pd.DataFrame({
         "conversation_id": user["conversation_id"], "message_id": user["user_message_id"],
@@ -268,14 +272,14 @@ def resolve_messages(s: pd.DataFrame, turns: pd.DataFrame) -> pd.DataFrame:
     best["create_time"] = by_id["create_time"].min()
     best["first_seen"] = by_id["seen_at"].min()
     best["last_seen"] = by_id["seen_at"].max()
-    best["sources"] = by_id["source"].agg(lambda v: tuple(sorted(set(v.dropna()), key=lambda src: -SOURCE_RANK.get(src, -1))))
+    best["sources"] = by_id["source"].agg(
+        lambda v: tuple(sorted(set(v.dropna()), key=lambda src: -SOURCE_RANK.get(src, -1))))
 
     # Parent candidates: every sighting's parent in rank order, then the turn's user message
     # (a streamed message may lack metadata.parent_id).
-    posted = _posted(turns)
     hints = pd.DataFrame({
-        "message_id": posted["assistant_message_id"],
-        "parent_id": posted["user_message_id"].fillna(posted["parent_message_id"]),
+        "message_id": turns["assistant_message_id"],
+        "parent_id": turns["user_message_id"].fillna(turns["parent_message_id"]),
     })
     cands = pd.concat([ranked[["message_id", "parent_id", "conversation_id"]],
                        hints.assign(conversation_id=hints["message_id"].map(best["conversation_id"]))])
@@ -287,10 +291,16 @@ def resolve_messages(s: pd.DataFrame, turns: pd.DataFrame) -> pd.DataFrame:
     )
     best["parent_id"] = cands[ok].groupby("message_id", sort=False)["parent_id"].first()
 
-    first_turn = posted.dropna(subset=["assistant_message_id"]).sort_values("started_at", kind="stable")
+    first_turn = turns.dropna(subset=["assistant_message_id"]).sort_values("started_at", kind="stable")
     first_turn = first_turn.drop_duplicates("assistant_message_id").set_index("assistant_message_id")
+    # An answer the turn does not name (no assistant_message_id) still belongs to its flow's turn.
+    by_flow = turns.dropna(subset=["flow_id"]).drop_duplicates("flow_id").set_index("flow_id")
+    answer = best["role"] == "assistant"
     best["ttft_ms"] = first_turn["ttft_ms"].reindex(best.index)
     best["model_slug"] = best["model_slug"].fillna(first_turn["model_slug"].reindex(best.index))
+    if not by_flow.empty:
+        best["ttft_ms"] = best["ttft_ms"].fillna(best["flow_id"].map(by_flow["ttft_ms"]).where(answer))
+        best["model_slug"] = best["model_slug"].fillna(best["flow_id"].map(by_flow["model_slug"]).where(answer))
     best["time"] = best["create_time"].fillna(best["first_seen"])
     return best.reset_index()
 
@@ -299,17 +309,24 @@ def resolve_messages(s: pd.DataFrame, turns: pd.DataFrame) -> pd.DataFrame:
 # Listing
 
 
-def _newest_titles(turns: pd.DataFrame) -> pd.Series:
-    titled = turns.dropna(subset=["conversation_id", "title"]).sort_values("started_at", kind="stable")
+def _newest_titles(turns: pd.DataFrame, reads: pd.DataFrame) -> pd.Series:
+    """conversation id -> the newest non-null title of a title_generation event or a read."""
+    titled = pd.concat([
+        turns[["conversation_id", "title", "started_at"]].rename(columns={"started_at": "t"}),
+        reads[["conversation_id", "title", "read_at"]].rename(columns={"read_at": "t"}),
+    ]).dropna(subset=["conversation_id", "title"])
+    titled = titled.sort_values("t", kind="stable", na_position="first")
     return titled.groupby("conversation_id")["title"].last()
 
 
-def conversation_summaries(messages: pd.DataFrame, turns: pd.DataFrame) -> pd.DataFrame:
+def conversation_summaries(messages: pd.DataFrame, turns: pd.DataFrame,
+                           reads: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per conversation: ``LIST_COLUMNS``, newest activity first (pure function)."""
+    reads = _no_reads() if reads is None else reads
     s = sightings(messages, turns)
-    posted = _posted(turns).dropna(subset=["conversation_id"])
+    posted = turns.dropna(subset=["conversation_id"])
     ids = pd.Index(pd.concat([s["conversation_id"], posted["conversation_id"],
-                              turns["conversation_id"].dropna()]).unique(), name="conversation_id")
+                              reads["conversation_id"].dropna()]).unique(), name="conversation_id")
     if ids.empty:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in LIST_COLUMNS})
     models = pd.concat([
@@ -320,9 +337,10 @@ def conversation_summaries(messages: pd.DataFrame, turns: pd.DataFrame) -> pd.Da
         turns[["conversation_id", "started_at"]].rename(columns={"started_at": "t"}),
         s[["conversation_id", "seen_at"]].rename(columns={"seen_at": "t"}),
         s[["conversation_id", "create_time"]].rename(columns={"create_time": "t"}),
+        reads[["conversation_id", "read_at"]].rename(columns={"read_at": "t"}),
     ]).dropna()
     out = pd.DataFrame(index=ids)
-    out["title"] = _newest_titles(turns).reindex(ids)
+    out["title"] = _newest_titles(turns, reads).reindex(ids)
     out["turns"] = posted.groupby("conversation_id").size().reindex(ids, fill_value=0).astype(int)
     out["messages"] = s.groupby("conversation_id")["message_id"].nunique().reindex(ids, fill_value=0).astype(int)
     out["models"] = models.groupby("conversation_id")["model_slug"].agg(
@@ -338,7 +356,8 @@ def conversation_summaries(messages: pd.DataFrame, turns: pd.DataFrame) -> pd.Da
 def list_conversations(capture) -> pd.DataFrame:
     """Every conversation of ``capture``: conversation_id, title, turns, messages, models,
     first_at, last_at (UTC timestamps), newest activity first."""
-    return conversation_summaries(*_load(capture))
+    messages, turns, reads = _load(capture)
+    return conversation_summaries(messages, turns, reads)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -385,20 +404,19 @@ def _break_cycles(parents: dict[str, str | None]) -> None:
             state[p] = 2
 
 
-def _current_node(conv_id: str, resolved: pd.DataFrame, s: pd.DataFrame, turns: pd.DataFrame,
+def _current_node(resolved: pd.DataFrame, s: pd.DataFrame, reads: pd.DataFrame,
                   nodes: dict[str, Node]) -> str | None:
-    """The mapping's current_node if the newest read is newer than every other sighting, else
-    the newest leaf."""
-    reads = turns[(turns["action"] == READ_ACTION) & (turns["conversation_id"] == conv_id)
-                  & _isin(turns["assistant_message_id"], list(nodes))]
+    """The newest read's current_node if no other message was first seen after that read,
+    else the newest leaf."""
+    reads = reads[_isin(reads["current_node"], list(nodes))]
     if not reads.empty:
-        read = reads.sort_values("started_at", kind="stable").iloc[-1]
+        read = reads.sort_values("read_at", kind="stable", na_position="first").iloc[-1]
         in_read = s[s["flow_id"] == read["flow_id"]]
-        read_time = in_read["seen_at"].max() if in_read["seen_at"].notna().any() else read["started_at"]
+        read_time = read["read_at"] if pd.notna(read["read_at"]) else in_read["seen_at"].max()
         later = resolved[~_isin(resolved["message_id"], in_read["message_id"])
                          & (resolved["first_seen"] > read_time)]
         if pd.isna(read_time) or later.empty:
-            return read["assistant_message_id"]
+            return read["current_node"]
     leaves = resolved[resolved["message_id"].map(lambda m: not nodes[m].children)]
     if leaves.empty:
         return None
@@ -406,12 +424,17 @@ def _current_node(conv_id: str, resolved: pd.DataFrame, s: pd.DataFrame, turns: 
     return newest["message_id"].iloc[-1]
 
 
-def conversation_from_frames(messages: pd.DataFrame, turns: pd.DataFrame, conversation_id: str) -> Conversation:
-    """The tree of ``conversation_id`` from ``messages`` and ``conversation_turns`` frames (pure)."""
+def conversation_from_frames(messages: pd.DataFrame, turns: pd.DataFrame, conversation_id: str,
+                             reads: pd.DataFrame | None = None) -> Conversation:
+    """The tree of ``conversation_id`` from ``messages``, ``conversation_turns`` and
+    ``conversation_reads`` frames (pure)."""
+    reads = _no_reads() if reads is None else reads
     conv_id = resolve_conversation_id(
-        pd.concat([messages["conversation_id"].drop_duplicates(), turns["conversation_id"].drop_duplicates()]),
+        pd.concat([messages["conversation_id"].drop_duplicates(), turns["conversation_id"].drop_duplicates(),
+                   reads["conversation_id"].drop_duplicates()]),
         conversation_id)
     conv_turns = turns[turns["conversation_id"] == conv_id]
+    conv_reads = reads[reads["conversation_id"] == conv_id]
     # Only this conversation's rows (and rows without an id that its flows may claim) go on.
     mine = (messages["conversation_id"] == conv_id).fillna(False) | (
         messages["conversation_id"].isna() & _isin(messages["flow_id"], conv_turns["flow_id"].dropna()))
@@ -435,9 +458,9 @@ def conversation_from_frames(messages: pd.DataFrame, turns: pd.DataFrame, conver
     roots: list[str] = []
     for node in nodes.values():  # in time order, so children lists come out oldest first
         (nodes[node.parent].children if node.parent is not None else roots).append(node.id)
-    title = _newest_titles(conv_turns).get(conv_id)
+    title = _newest_titles(conv_turns, conv_reads).get(conv_id)
     conv = Conversation(conv_id, _opt(title), None, nodes, roots)
-    conv.current_node = _current_node(conv_id, resolved, s, conv_turns, nodes)
+    conv.current_node = _current_node(resolved, s, conv_reads, nodes)
     return conv
 
 
@@ -446,7 +469,8 @@ def build_conversation(capture, conversation_id: str) -> Conversation:
 
     Raises ``ConversationNotFound`` (a ``KeyError``) for an unknown or ambiguous id.
     """
-    return conversation_from_frames(*_load(capture), conversation_id)
+    messages, turns, reads = _load(capture)
+    return conversation_from_frames(messages, turns, conversation_id, reads)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -608,7 +632,7 @@ def render_text(conv: Conversation, branch: str = "active", width: int = WIDTH) 
                 head.append(f"branch {label}")
             if node.id in active:
                 head.append("*active*")
-        header = f"{indent}── {' · '.join(head)} "
+        header = _short(f"{indent}── {' · '.join(head)}", width - 4) + " "
         lines.append(header + "─" * max(width - len(header), 2))
         lines.extend(_wrap(node.text or "(no text)", width, indent))
         lines.append("")
