@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import unquote_plus
 
 PLACEHOLDER = "[REDACTED]"
 
@@ -87,10 +87,18 @@ def redact_string(text: str) -> str:
 
 
 def redact_query(query: str) -> str:
+    """Replace secret parameters' values in place; everything else stays byte for byte."""
     if not query:
         return query
-    pairs = parse_qsl(query, keep_blank_values=True)
-    return urlencode([(k, PLACEHOLDER if _SECRET_QUERY.match(k) and v else redact_string(v)) for k, v in pairs])
+    pieces = []
+    for piece in query.split("&"):
+        name, sep, value = piece.partition("=")
+        if sep and value and _SECRET_QUERY.match(unquote_plus(name)):
+            piece = f"{name}={PLACEHOLDER}"
+        else:
+            piece = redact_string(piece)
+        pieces.append(piece)
+    return "&".join(pieces)
 
 
 def redact_rows(rows: Mapping[str, list[dict]]) -> None:

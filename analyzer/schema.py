@@ -195,6 +195,7 @@ TABLES: dict[str, pa.Schema] = {
         ("n_events", I64),
         ("n_text_events", I64),
         ("request_json", STR),
+        ("error", STR),
     ),
     # Every recognised flow that could not be fully parsed, and why.
     "errors": _schema(

@@ -42,11 +42,14 @@ def test_rows_round_trip_and_captures_combine(tmp_path):
     assert pd.read_parquet(tmp_path / "a.parquet" / "flows").shape[0] == 1
 
 
-def test_unknown_column_is_rejected_not_written(tmp_path):
-    writer = CaptureWriter(tmp_path / "c.parquet")
-    writer.add({"flows": [{"flow_id": "x", "nonsense": 1}]})
-    writer.flush()  # logs and drops the bad batch; the capture stays readable
-    assert load_capture(tmp_path / "c.parquet").table("flows").empty
+def test_a_bad_row_costs_only_itself(tmp_path):
+    with CaptureWriter(tmp_path / "c.parquet") as writer:
+        writer.add({"flows": [{"flow_id": "good-1", "kind": "api"}, {"flow_id": "bad", "nonsense": 1},
+                              {"flow_id": "bad-type", "status_code": "two hundred"}, {"flow_id": "good-2"}]})
+    capture = load_capture(tmp_path / "c.parquet")
+    assert sorted(capture.table("flows").flow_id) == ["good-1", "good-2"]
+    errors = capture.table("errors")
+    assert sorted(errors.flow_id) == ["bad", "bad-type"] and set(errors.stage) == {"write"}
 
 
 def test_hidden_temporary_parts_are_ignored(tmp_path):

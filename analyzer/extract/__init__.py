@@ -63,7 +63,8 @@ def extract_flow(flow: http.HTTPFlow, *, source: str, redact: bool = True, all_f
         rows["errors"].append({"flow_id": flow.id, "stage": "flow", "error": f"{type(exc).__name__}: {exc}"})
     extractor = EXTRACTORS.get(kind) if kind else None
     if extractor is not None:
-        # A failing extractor loses only its own rows, never the flow row or other flows.
+        # A failing extractor never costs the flow row or other flows: the rows it produced
+        # before failing are kept, and an errors row says where it stopped.
         partial = new_rows()
         try:
             extractor(flow, partial, redact)

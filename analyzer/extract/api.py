@@ -10,12 +10,22 @@ from analyzer.extract.common import (
     json_body,
     request_start,
     response_events,
+    str_or_none,
     to_json,
 )
 from analyzer.extract.conversation import stream_rows, turn_timing
 from analyzer.extract.rows import Rows
 from analyzer.recognise import strip_query
 from analyzer.streams.openai_api import ApiStream, api_endpoint
+
+
+def _int(value) -> int | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def _content_text(content) -> str | None:
@@ -91,8 +101,18 @@ def extract_api_call(flow: http.HTTPFlow, rows: Rows, redact: bool) -> None:
         for error in stream.errors[:5]:
             rows["errors"].append({"flow_id": flow.id, "stage": "stream", "error": error})
     else:
-        answer = json_body(response, "response")
-        if isinstance(answer, dict):
+        try:
+            answer = json_body(response, "response")
+        except ExtractError:
+            if response.status_code < 400:
+                raise
+            answer = None  # an HTML 502 page or an empty 429: the call failed, the row stays
+            call["error"] = f"HTTP {response.status_code}"
+        if isinstance(answer, dict) and response.status_code >= 400:
+            detail = answer.get("error")
+            message = detail.get("message") if isinstance(detail, dict) else detail
+            call["error"] = f"HTTP {response.status_code}: {message}" if message else f"HTTP {response.status_code}"
+        elif isinstance(answer, dict):
             stream.response_id = answer.get("id")
             stream.model = answer.get("model")
             stream.system_fingerprint = answer.get("system_fingerprint")
@@ -106,14 +126,16 @@ def extract_api_call(flow: http.HTTPFlow, rows: Rows, redact: bool) -> None:
                 call["response_text"] = _content_text((choice.get("message") or {}).get("content"))
         if response.timestamp_end is not None and response.status_code < 400:
             call["e2e_ms"] = (response.timestamp_end - start) * 1000.0
-    prompt, completion, total = stream.tokens()
+    prompt, completion, total = (_int(v) for v in stream.tokens())
     call.update(
-        model=stream.model or call["model"],
+        model=str_or_none(stream.model or call["model"]),
         prompt_tokens=prompt,
         completion_tokens=completion,
         total_tokens=total,
-        finish_reason=stream.finish_reason,
-        response_id=stream.response_id,
-        system_fingerprint=stream.system_fingerprint,
+        finish_reason=str_or_none(stream.finish_reason),
+        response_id=str_or_none(stream.response_id),
+        system_fingerprint=str_or_none(stream.system_fingerprint),
     )
+    if response is not None and response.status_code >= 400 and not call.get("error"):
+        call["error"] = f"HTTP {response.status_code}"
     rows["api_calls"].append(call)

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 from mitmproxy import http
 
-from analyzer.extract.common import ExtractError, json_body
+from analyzer.extract.common import ExtractError, json_body, str_or_none, to_json
 from analyzer.extract.rows import Rows
 
 BEACON_FIELDS = (
@@ -44,9 +42,9 @@ def extract_beacon(flow: http.HTTPFlow, rows: Rows, redact: bool) -> None:
         row = {
             "flow_id": flow.id,
             "sent_at": flow.request.timestamp_start,
-            "server_request_id": beacon.get("server_request_id"),
-            "model": beacon.get("model"),
-            "extra": json.dumps(extra, ensure_ascii=False) if extra else None,
+            "server_request_id": str_or_none(beacon.get("server_request_id")),
+            "model": str_or_none(beacon.get("model")),
+            "extra": to_json(extra, redact) if extra else None,
         }
         row.update({name: _number(beacon.get(name)) for name in BEACON_FIELDS})
         rows["latency_beacons"].append(row)

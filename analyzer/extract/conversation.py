@@ -14,6 +14,7 @@ from analyzer.extract.common import (
     parse_time,
     request_start,
     response_events,
+    str_or_none,
 )
 from analyzer.extract.rows import Rows
 from analyzer.recognise import conversation_id_from_read
@@ -31,18 +32,18 @@ def message_row(message: dict, *, conversation_id: str | None, parent_id: str | 
     hidden = bool(metadata.get("is_visually_hidden_from_conversation")) or (role == "system" and not text)
     return {
         "conversation_id": conversation_id,
-        "message_id": message.get("id"),
+        "message_id": str_or_none(message.get("id")),
         # A mapping's node.parent is authoritative; elsewhere the message's own metadata is.
         "parent_id": parent_id if source == "mapping" else (metadata.get("parent_id") or parent_id),
-        "role": role,
-        "author_name": author.get("name"),
-        "content_type": content.get("content_type"),
-        "recipient": message.get("recipient"),
+        "role": str_or_none(role),
+        "author_name": str_or_none(author.get("name")),
+        "content_type": str_or_none(content.get("content_type")),
+        "recipient": str_or_none(message.get("recipient")),
         "text": text,
-        "model_slug": metadata.get("model_slug"),
+        "model_slug": str_or_none(metadata.get("model_slug")),
         "create_time": parse_time(message.get("create_time")),
-        "status": message.get("status"),
-        "end_turn": message.get("end_turn"),
+        "status": str_or_none(message.get("status")),
+        "end_turn": message.get("end_turn") if isinstance(message.get("end_turn"), bool) else None,
         "hidden": hidden,
         "source": source,
         "flow_id": flow_id,
@@ -87,15 +88,24 @@ def turn_timing(rows: list[dict]) -> tuple[float | None, float | None, int]:
 def stream_messages(stream: ConversationStream, *, request_parents: dict[str, str | None],
                     first_parent: str | None, flow_id: str, seen_at: float | None) -> list[dict]:
     """Rows for every message a stream carried. A message without ``metadata.parent_id`` gets the
-    parent its request named, else the message before it in the stream (ChatGPT streams a
-    conversation's new messages in tree order: system, user, assistant…)."""
+    parent its request named; a system message hangs from the request's parent; any other message
+    from the message before it (ChatGPT streams new messages in tree order), starting from the last
+    message the request sent, so an answer whose user message is not echoed hangs from that."""
     rows = []
-    previous = first_parent
+    request_ids = [i for i in request_parents if i]
+    previous = request_ids[-1] if request_ids else first_parent
     for message_id, message in stream.messages.items():
-        parent = request_parents.get(message_id, previous)
+        role = (message.get("author") or {}).get("role")
+        if message_id in request_parents:
+            parent = request_parents[message_id]
+        elif role == "system":
+            parent = first_parent
+        else:
+            parent = previous
         rows.append(message_row(message, conversation_id=stream.conversation_id, parent_id=parent,
                                 source="stream", flow_id=flow_id, seen_at=seen_at))
-        previous = message_id
+        if role != "system":
+            previous = message_id
     return rows
 
 
@@ -128,10 +138,10 @@ def extract_conversation_turn(flow: http.HTTPFlow, rows: Rows, redact: bool) -> 
 
     turn = {
         "flow_id": flow.id,
-        "conversation_id": conversation_id,
-        "action": body.get("action"),
-        "requested_model": body.get("model"),
-        "parent_message_id": parent_message_id,
+        "conversation_id": str_or_none(conversation_id),
+        "action": str_or_none(body.get("action")),
+        "requested_model": str_or_none(body.get("model")),
+        "parent_message_id": str_or_none(parent_message_id),
         "user_message_id": user.get("id") if user else None,
         "user_text": message_text(user) if user else None,
         "started_at": start,
@@ -160,7 +170,7 @@ def extract_conversation_turn(flow: http.HTTPFlow, rows: Rows, redact: bool) -> 
             server_model_slug=stream.server_model_slug,
             assistant_message_id=answer.get("id"),
             assistant_text=message_text(answer) if answer else None,
-            stream_format="websocket" if stream.handoff else (stream.format or "v1"),
+            stream_format="websocket" if stream.handoff else (stream.format or "unknown"),
             status=infer_status(stream),
             finish_type=(metadata.get("finish_details") or {}).get("type"),
             title=stream.title,
@@ -198,7 +208,8 @@ def extract_conversation_turn(flow: http.HTTPFlow, rows: Rows, redact: bool) -> 
                 turn["error"] = str(answer.get("detail") or answer.get("error"))[:500]
             elif response.status_code >= 400:
                 turn["error"] = f"HTTP {response.status_code}"
-    turn["conversation_id"] = conversation_id
+    turn["conversation_id"] = str_or_none(conversation_id)
+    turn["title"] = str_or_none(turn.get("title"))
     for message in request_messages:
         rows["messages"].append(
             message_row(message, conversation_id=conversation_id, parent_id=request_parents.get(message.get("id")),

@@ -20,6 +20,17 @@ def _headers_json(message: http.Message | None, redact: bool) -> str | None:
     return json.dumps(pairs, ensure_ascii=False)
 
 
+_HTTP_VERSIONS = {"h2": "HTTP/2.0", "http/2": "HTTP/2.0", "h3": "HTTP/3", "http/3": "HTTP/3",
+                  "http/3.0": "HTTP/3", "http/1.1": "HTTP/1.1", "http/1.0": "HTTP/1.0", "h2c": "HTTP/2.0"}
+
+
+def normalise_http_version(version: str | None) -> str | None:
+    """One spelling per protocol, whichever source reported it (mitmproxy: HTTP/2.0; HAR: h2, HTTP/2)."""
+    if not version:
+        return None
+    return _HTTP_VERSIONS.get(version.strip().lower(), version)
+
+
 def flow_row(flow: http.HTTPFlow, kind: str | None, source: str, redact: bool) -> dict:
     request, response = flow.request, flow.response
     meta = chatwire_meta(flow)
@@ -52,7 +63,7 @@ def flow_row(flow: http.HTTPFlow, kind: str | None, source: str, redact: bool) -
         "port": request.port,
         "path": strip_query(request.path),
         "query": redact_query(query) if redact else query,
-        "http_version": request.http_version,
+        "http_version": normalise_http_version(request.http_version),
         "status_code": response.status_code if response is not None else None,
         "started_at": started,
         "ended_at": ended,

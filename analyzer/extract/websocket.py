@@ -71,7 +71,7 @@ def extract_websocket(flow: http.HTTPFlow, rows: Rows, redact: bool) -> None:
                 "conversation_id": stream.conversation_id,
                 "model_slug": metadata.get("model_slug"),
                 "server_model_slug": stream.server_model_slug,
-                "parent_message_id": (user or {}).get("metadata", {}).get("parent_id") if user else None,
+                "parent_message_id": ((user or {}).get("metadata") or {}).get("parent_id"),
                 "user_message_id": user.get("id") if user else None,
                 "user_text": message_text(user) if user else None,
                 "assistant_message_id": answer.get("id"),
@@ -86,6 +86,8 @@ def extract_websocket(flow: http.HTTPFlow, rows: Rows, redact: bool) -> None:
                 "n_events": len(event_rows),
                 "n_text_events": n_text,
                 "path": flow.request.path.split("?", 1)[0],
+                "error": stream.stream_error
+                or (None if stream.done or stream.completed else "stream ended without [DONE]"),
             }
         )
         seen_at = turn["events"][-1].at if turn["events"] else None

@@ -104,20 +104,44 @@ class CaptureWriter:
             with self._lock:
                 batch, self._pending = self._pending, {name: [] for name in TABLES}
             written = 0
+            rejected: list[dict] = []
             for name, rows in batch.items():
                 if not rows:
                     continue
-                try:
-                    table = rows_to_table(name, rows)
-                except Exception:
-                    log.exception("chatwire: could not build table %s (%d rows dropped)", name, len(rows))
-                    continue
-                self._seq += 1
-                part = f"part-{time.time_ns() // 1_000_000:013d}-{self._writer_id}-{self._seq:06d}.parquet"
-                write_part(self.path / name, table, part)
-                self.rows_written[name] += len(rows)
-                written += len(rows)
+                table = self._table(name, rows, rejected)
+                if table is not None:
+                    written += self._write(name, table)
+            if rejected:
+                written += self._write("errors", rows_to_table("errors", rejected))
             return written
+
+    def _write(self, name: str, table: pa.Table) -> int:
+        self._seq += 1
+        part = f"part-{time.time_ns() // 1_000_000:013d}-{self._writer_id}-{self._seq:06d}.parquet"
+        write_part(self.path / name, table, part)
+        self.rows_written[name] += table.num_rows
+        return table.num_rows
+
+    @staticmethod
+    def _table(name: str, rows: list[dict], rejected: list[dict]) -> pa.Table | None:
+        """Rows as an Arrow table. A row whose values do not fit the schema costs only itself:
+        it becomes an ``errors`` row (stage ``write``) instead of sinking its whole batch."""
+        try:
+            return rows_to_table(name, rows)
+        except Exception:
+            pass
+        good = []
+        for row in rows:
+            try:
+                rows_to_table(name, [row])
+                good.append(row)
+            except Exception as exc:
+                log.warning("chatwire: %s row of flow %s does not fit the schema: %s", name, row.get("flow_id"), exc)
+                if name != "errors":
+                    rejected.append({"flow_id": row.get("flow_id"), "stage": "write",
+                                     "error": f"{name} row does not fit the schema: {type(exc).__name__}: {exc}"[:500],
+                                     "at": time.time()})
+        return rows_to_table(name, good) if good else None
 
     def _run(self) -> None:
         interval = max(self.flush_ms or 1000, 20) / 2000.0
