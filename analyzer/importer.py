@@ -22,9 +22,11 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from mitmproxy import http
 
+from analyzer.recognise import recognise
 from analyzer.schema import TABLES
 from analyzer.sources import Source, SourceError, find_sources, iter_items
 from analyzer.store import CaptureError, CaptureWriter, load_capture
@@ -107,6 +109,21 @@ def _check_target(target: Path) -> bool:
     return True
 
 
+def might_be_ours(entry: dict) -> bool:
+    """Whether a HAR entry could be recognised: the same ``recognise`` that ``extract_flow`` uses.
+
+    WebSocket entries are recognised by their frames, and entries too broken to tell are kept
+    (their conversion reports what is wrong with them).
+    """
+    try:
+        if entry.get("_webSocketMessages"):
+            return True
+        request = entry["request"]
+        return recognise(request["method"], urlsplit(request["url"]).path) is not None
+    except Exception:
+        return True
+
+
 def _move_parts_in(tmp: Path, target: Path) -> None:
     """Move the finished parts of ``tmp`` into the capture ``target``, ``flows`` last."""
     init_capture(target)  # a capture missing a table gets it (empty) first
@@ -178,16 +195,26 @@ def import_sources(
 
 def _import_one(source: Source, writer: CaptureWriter, extract_flow, summary: ImportSummary, seen: set[str],
                 failed: set[str], redact: bool, all_flows: bool, on_progress: Callable[[int], None]) -> bool:
-    """Import one file; returns whether it could be read at all (some item, or a clean end).
+    """Import one file; returns whether anything could be read from it.
+
+    That is: at least one flow, or a clean end with no bad entry (an empty HAR or flow file is
+    fine; a file whose every entry is broken is not).
 
     ``seen`` holds the ids of flows in the capture (skipped); ``failed`` those of entries whose
     failure is already recorded (tried again — the reader may have improved — but not recorded twice).
     """
     label = "har" if source.kind == "har" else "flowfile"
-    got_any = False
+    n_flows = n_bad = 0
     try:
-        for item in iter_items(source, on_progress):
-            got_any = True
+        for item in iter_items(source, on_progress, keep=None if all_flows else might_be_ours):
+            if item.skipped:
+                n_flows += 1
+                summary.flows_read += 1
+                continue
+            if item.error is None:
+                n_flows += 1
+            else:
+                n_bad += 1
             if item.flow_id in seen:
                 summary.already_present += 1
                 continue
@@ -217,8 +244,8 @@ def _import_one(source: Source, writer: CaptureWriter, extract_flow, summary: Im
                 writer.flush()
     except SourceError as exc:
         summary.errors.append(str(exc))
-        if got_any:
+        if n_flows:
             summary.files[source.kind] += 1
-        return got_any
+        return n_flows > 0
     summary.files[source.kind] += 1
-    return True
+    return n_flows > 0 or n_bad == 0

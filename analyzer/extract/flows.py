@@ -72,7 +72,8 @@ def flow_row(flow: http.HTTPFlow, kind: str | None, source: str, redact: bool) -
         "request_bytes": len(request.raw_content or b""),
         "response_bytes": len(response.raw_content or b"") if response is not None else None,
         "content_type": media_type(response) or None,
-        "content_encoding": header(response, "content-encoding"),
+        # HAR bodies are stored decoded, so the importer moves their header aside.
+        "content_encoding": header(response, "content-encoding") or meta.get("har_content_encoding"),
         "cf_ray": header(response, "cf-ray"),
         "streamed": bool(chunks),
         "n_chunks": len(chunks) if chunks else None,

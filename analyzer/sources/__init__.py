@@ -43,6 +43,7 @@ class Item:
     flow_id: str
     flow: flow.Flow | None = None
     error: str | None = None
+    skipped: bool = False  # read, but not converted: the ``keep`` filter said it cannot be ours
 
 
 def _files_under(directory: Path) -> list[Path]:
@@ -89,8 +90,12 @@ def find_sources(paths: Iterable[str | os.PathLike]) -> tuple[list[Source], list
     return sources, errors, skipped
 
 
-def iter_items(source: Source, progress: Callable[[int], None] | None = None) -> Iterator[Item]:
+def iter_items(source: Source, progress: Callable[[int], None] | None = None,
+               keep: Callable[[dict], bool] | None = None) -> Iterator[Item]:
     """Stream the flows of ``source``; ``progress(bytes_of_the_file_read)`` is called as it goes.
+
+    ``keep(entry)``, for HAR entries, may say that an entry needs no flow (an image, a script):
+    converting it would cost more than parsing it, and extraction would drop it anyway.
 
     Raises SourceError for a fault that ends the file (after yielding every whole item before it).
     """
@@ -121,6 +126,11 @@ def iter_items(source: Source, progress: Callable[[int], None] | None = None) ->
         digest = file_sha256(source.path)
         for i, entry in iter_entries(source.path, open_stream):
             flow_id = har_flow_id(digest, i)
+            if keep is not None and not keep(entry):
+                yield Item(i, flow_id, skipped=True)
+                if progress:
+                    progress(position())
+                continue
             try:
                 item = Item(i, flow_id, flow=entry_to_flow(entry, flow_id))
             except EntryError as exc:
