@@ -9,6 +9,7 @@ plain dicts whose timestamps are float epoch seconds; ``rows_to_table`` converts
 from __future__ import annotations
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 TS = pa.timestamp("us", tz="UTC")
 STR = pa.string()
@@ -214,17 +215,24 @@ def empty_table(name: str) -> pa.Table:
     return TABLES[name].empty_table()
 
 
+# Rows carry timestamps as float epoch seconds: they are read as float64, then converted in Arrow.
+_FLOAT_SCHEMAS = {
+    name: pa.schema([pa.field(f.name, F64 if f.type == TS else f.type) for f in schema])
+    for name, schema in TABLES.items()
+}
+_NAMES = {name: frozenset(schema.names) for name, schema in TABLES.items()}
+
+
 def rows_to_table(name: str, rows: list[dict]) -> pa.Table:
     """Build a table of ``name`` from row dicts; missing keys become nulls, unknown keys are an error."""
     schema = TABLES[name]
-    unknown = {k for row in rows for k in row} - set(schema.names)
-    if unknown:
-        raise KeyError(f"{name}: unknown column(s) {sorted(unknown)}")
-    columns = {}
-    for field in schema:
-        values = [row.get(field.name) for row in rows]
+    names = _NAMES[name]
+    for row in rows:
+        if not names.issuperset(row):
+            raise KeyError(f"{name}: unknown column(s) {sorted(set(row) - names)}")
+    table = pa.Table.from_pylist(rows, schema=_FLOAT_SCHEMAS[name])
+    for index, field in enumerate(schema):
         if field.type == TS:
-            # Rows carry epoch seconds (float); Arrow wants integer microseconds.
-            values = [None if v is None else round(v * 1_000_000) for v in values]
-        columns[field.name] = values
-    return pa.table(columns, schema=schema)
+            micros = pc.cast(pc.round(pc.multiply(table.column(index), 1_000_000.0)), pa.int64())
+            table = table.set_column(index, field, micros.cast(TS))
+    return table

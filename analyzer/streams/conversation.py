@@ -79,6 +79,7 @@ class ConversationStream:
     _envelope: dict | None = None
     _last_p: str = ""
     _last_o: str = "add"
+    _visible: bool | None = None  # is the current message a visible answer (cached)
     _prev_text: dict[str, str] = field(default_factory=dict)
 
     # -- feeding ----------------------------------------------------------------------------
@@ -146,7 +147,16 @@ class ConversationStream:
         if self._envelope is None:
             return self._error("delta", f"delta {op} {path!r} before any message")
         message = self._envelope.get("message")
-        before_visible = is_visible_answer(message)
+        if op == "append" and type(value) is str and path.startswith(_PART_PREFIX):
+            # The bulk of every answer: a string appended to a text part. Done in place, without
+            # the general patcher and without re-checking visibility (only other paths change it).
+            parts = ((message or {}).get("content") or {}).get("parts")
+            index = path[len(_PART_PREFIX):]
+            if isinstance(parts, list) and index.isdigit() and int(index) < len(parts) \
+                    and isinstance(parts[int(index)], str):
+                parts[int(index)] += value
+                return EventInfo("delta", message.get("id"), (value or None) if self._visible else None)
+        before_visible = self._visible if self._visible is not None else is_visible_answer(message)
         text = self._appended_text(path, op, value) if before_visible else None
         try:
             self._envelope = apply_delta(self._envelope, path, op, value)
@@ -154,9 +164,10 @@ class ConversationStream:
             return self._error("delta", f"cannot apply delta {op} {path!r}: {exc}")
         message = self._envelope.get("message") if isinstance(self._envelope, dict) else None
         message_id = message.get("id") if isinstance(message, dict) else None
+        self._visible = is_visible_answer(message)
         if message_id:
             self.messages[message_id] = message
-            if not before_visible and is_visible_answer(message):
+            if not before_visible and self._visible:
                 text = message_text(message) or None  # became visible by this delta
         return EventInfo("delta", message_id, text)
 
@@ -186,7 +197,8 @@ class ConversationStream:
         message_id = message.get("id")
         if message_id:
             self.messages[message_id] = message
-        text = message_text(message) or None if is_visible_answer(message) else None
+        self._visible = is_visible_answer(message)
+        text = message_text(message) or None if self._visible else None
         return EventInfo("delta", message_id, text)
 
     # -- typed events: markers, titles, metadata ---------------------------------------------

@@ -9,11 +9,17 @@ and ``patch`` (a list of sub-deltas). It resembles RFC 6902 JSON Patch but ``app
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 
 class DeltaError(ValueError):
     """A delta that cannot be applied (bad pointer, wrong type)."""
+
+
+@functools.lru_cache(maxsize=256)
+def _pointer(pointer: str) -> tuple[str, ...]:
+    return tuple(parse_pointer(pointer))
 
 
 def parse_pointer(pointer: str) -> list[str]:
@@ -103,7 +109,7 @@ def apply_delta(root: dict, path: str, op: str, value: Any) -> dict:
                 raise DeltaError("patch item must be an object")
             root = apply_delta(root, sub.get("p", ""), sub.get("o", "replace"), sub.get("v"))
         return root
-    keys = parse_pointer(path)
+    keys = _pointer(path)
     if not keys:
         if op in ("add", "replace"):
             return value
