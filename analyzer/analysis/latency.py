@@ -18,7 +18,7 @@ never turned into Python objects.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,8 +26,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as pads
 
-from analyzer.store import Capture
+from analyzer.schema import TABLES
+from analyzer.store import Capture, CaptureError
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +46,7 @@ COLUMNS: dict[str, list[str]] = {
         "started_at", "ttft_ms", "e2e_ms", "cf_ray",
     ],
     "latency_beacons": [
-        "flow_id", "server_request_id", "model", "count_tokens", "ts_first_token_ms",
+        "server_request_id", "model", "count_tokens", "ts_first_token_ms",
         "ts_total_request_ms", "ts_median_token_without_first_ms", "ts_p95_token_without_first_ms",
         "ts_p99_token_without_first_ms",
     ],
@@ -70,7 +72,9 @@ def stats(values: Any) -> dict[str, int | float | None]:
         arr = pd.to_numeric(values, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
     else:
         arr = np.asarray(values, dtype="float64")
-    arr = arr[np.isfinite(arr)]
+    finite = np.isfinite(arr)
+    if not finite.all():
+        arr = arr[finite]
     if arr.size == 0:
         return {"n": 0} | {k: None for k in STATS_KEYS[1:]}
     p50, p90, p95, p99 = np.percentile(arr, _PERCENTILES)
@@ -96,6 +100,13 @@ def model_column(frame: pd.DataFrame, *candidates: str) -> pd.Series:
     return out.fillna(UNKNOWN_MODEL).astype("str")
 
 
+def isin(values: pd.Series, pool: pd.Series) -> np.ndarray:
+    """``values.isin(pool)`` for string columns, in Arrow (pandas' version walks Arrow strings in Python)."""
+    value_set = pa.array(pool.dropna().unique(), type=pa.string())
+    found = pc.is_in(pa.array(values, type=pa.string()), value_set=value_set)
+    return found.to_numpy(zero_copy_only=False).astype(bool)
+
+
 # --------------------------------------------------------------------------------------------
 # The one pass over stream_events
 # --------------------------------------------------------------------------------------------
@@ -118,52 +129,83 @@ class TextEvents:
     gaps: np.ndarray
 
 
-def _chunked_to_numpy(col: pa.ChunkedArray, dtype: str, fill: Any) -> np.ndarray:
-    if col.num_chunks == 0:
-        return np.empty(0, dtype=dtype)
-    return np.concatenate([pc.fill_null(ch, fill).to_numpy(zero_copy_only=False) for ch in col.chunks]).astype(
-        dtype, copy=False
-    )
+def _stream_event_batches(capture: Capture) -> Iterator[pa.RecordBatch]:
+    """The ``stream_events`` columns the report needs, batch by batch, ``flow_id`` dictionary-encoded.
+
+    Parquet already stores flow ids as a dictionary; reading them that way skips materialising tens
+    of millions of 36-character strings (the largest cost in time and memory of the whole report),
+    and streaming batches means the whole table is never in memory at once. ``Capture.arrow`` has
+    neither option, so this reads the same part files with the same schema.
+    """
+    columns = COLUMNS["stream_events"]
+    files = [str(p) for path in capture.paths for p in sorted((path / "stream_events").glob("*.parquet"))
+             if not p.name.startswith((".", "_"))]
+    if not files:
+        return
+    schema = TABLES["stream_events"]
+    schema = schema.set(schema.get_field_index("flow_id"), pa.field("flow_id", pa.dictionary(pa.int32(), pa.string())))
+    fmt = pads.ParquetFileFormat(read_options=pads.ParquetReadOptions(dictionary_columns={"flow_id"}))
+    try:
+        # One file at a time with a short batch read-ahead: peak memory stays a few row groups.
+        yield from pads.dataset(files, schema=schema, format=fmt).to_batches(
+            columns=columns, fragment_readahead=1, batch_readahead=4)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise CaptureError(f"{capture.paths[0]}: table stream_events cannot be read: {exc}") from exc
 
 
 def text_events(capture: Capture) -> TextEvents:
     """Read ``stream_events`` once and reduce it to per-flow text timing and ITL gaps (vectorised)."""
-    table = capture.arrow("stream_events", COLUMNS["stream_events"])
-    # Text events: non-null, non-empty text with a known offset (HAR imports have null offsets).
-    offset_col = table.column("offset_ms")
-    is_text = pc.fill_null(pc.greater(pc.binary_length(table.column("text")), 0), False)
-    is_timed = pc.is_valid(offset_col)
-    keep = _chunked_to_numpy(pc.and_(is_text, is_timed), "bool", False)
-    timed_any = _chunked_to_numpy(is_timed, "bool", False)
-    seq = _chunked_to_numpy(table.column("seq"), "int64", -1)
-    offsets = _chunked_to_numpy(offset_col, "float64", np.nan)
-    encoded = pa.table({"f": pc.dictionary_encode(table.column("flow_id"))}).unify_dictionaries().column("f")
-    del table, is_text, is_timed, offset_col  # the strings are no longer needed: free them early
-    if encoded.num_chunks:
-        dictionary = encoded.chunk(0).dictionary
-        codes = np.concatenate([pc.fill_null(ch.indices, -1).to_numpy() for ch in encoded.chunks]).astype("int64")
+    dictionaries: list[pa.Array] = []
+    timed_counts: list[np.ndarray] = []
+    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    n_dict = 0
+    # Batch by batch: only the text events (not every event) are ever held, as NumPy arrays. Codes
+    # index the concatenation of the batches' own dictionaries until they are unified below.
+    for batch in _stream_event_batches(capture):
+        flow_col = batch.column("flow_id")
+        codes = pc.fill_null(flow_col.indices, -1).to_numpy().astype("int32", copy=False)
+        offset_col = batch.column("offset_ms")
+        is_timed = pc.is_valid(offset_col).to_numpy(zero_copy_only=False) & (codes >= 0)
+        timed_counts.append(np.bincount(codes[is_timed], minlength=len(flow_col.dictionary)))
+        # Text events: non-null, non-empty text with a known offset (HAR imports have null offsets).
+        is_text = pc.fill_null(pc.greater(pc.binary_length(batch.column("text")), 0), False)
+        keep = is_text.to_numpy(zero_copy_only=False) & is_timed
+        parts.append((codes[keep] + n_dict,
+                      pc.fill_null(batch.column("seq"), -1).to_numpy()[keep].astype("int32"),
+                      pc.fill_null(offset_col, np.nan).to_numpy()[keep]))
+        dictionaries.append(flow_col.dictionary)
+        n_dict += len(flow_col.dictionary)
+    # One code per distinct flow id, in order of first appearance (so grouped rows stay sorted).
+    if dictionaries:
+        unified = pc.dictionary_encode(pa.concat_arrays(dictionaries))
+        remap = unified.indices.to_numpy().astype("int32")
+        flow_ids = pd.Index(unified.dictionary.to_pandas(), dtype="str", name="flow_id")
+        timed_events = np.bincount(remap, weights=np.concatenate(timed_counts), minlength=len(flow_ids))
+        timed_events = timed_events.astype("int64")
     else:
-        dictionary = pa.array([], pa.string())
-        codes = np.empty(0, dtype="int64")
-    flow_ids = pd.Index(dictionary.to_pandas(), dtype="str", name="flow_id")
-    keep &= codes >= 0
-    timed_events = np.bincount(codes[timed_any & (codes >= 0)], minlength=len(flow_ids))
-
-    codes, seq, offsets = codes[keep], seq[keep], offsets[keep]
-    del keep, timed_any
+        remap = np.empty(0, dtype="int32")
+        flow_ids = pd.Index([], dtype="str", name="flow_id")
+        timed_events = np.empty(0, dtype="int64")
+    del dictionaries, timed_counts
+    codes = remap[np.concatenate([p[0] for p in parts])] if parts else np.empty(0, dtype="int32")
+    seq = np.concatenate([p[1] for p in parts]) if parts else np.empty(0, dtype="int32")
+    offsets = np.concatenate([p[2] for p in parts]) if parts else np.empty(0, dtype="float64")
+    del parts
     # Order by (flow, seq). Parts written by the extractor are already grouped by flow in seq
     # order (dictionary codes follow first appearance), so the sort is usually skipped.
     if len(codes) > 1:
-        dc, ds = np.diff(codes), np.diff(seq)
-        if not ((dc > 0) | ((dc == 0) & (ds >= 0))).all():
+        same_flow = codes[1:] == codes[:-1]
+        if (codes[1:] < codes[:-1]).any() or (same_flow & (seq[1:] < seq[:-1])).any():
             order = np.lexsort((seq, codes))
             codes, seq, offsets = codes[order], seq[order], offsets[order]
-        del dc, ds
-    if len(codes) > 1:
+            del order
+            same_flow = codes[1:] == codes[:-1]
         # The same (flow, seq) twice means a combined capture repeats a flow: count it once.
-        dup = np.r_[False, (codes[1:] == codes[:-1]) & (seq[1:] == seq[:-1])]
+        dup = same_flow & (seq[1:] == seq[:-1])
         if dup.any():
-            codes, offsets = codes[~dup], offsets[~dup]
+            keep = np.r_[True, ~dup]
+            codes, offsets = codes[keep], offsets[keep]
+        del same_flow, dup
     del seq
     same = codes[1:] == codes[:-1]
     gaps = np.diff(offsets)[same]
@@ -187,8 +229,10 @@ def text_events(capture: Capture) -> TextEvents:
 
 
 def _beacons(capture: Capture) -> pd.DataFrame:
-    beacons = _dedupe(capture, capture.table("latency_beacons", COLUMNS["latency_beacons"]), "flow_id")
-    return beacons
+    if len(capture.paths) > 1:  # the beacon's own flow id is only needed to drop repeated flows
+        beacons = capture.table("latency_beacons", ["flow_id", *COLUMNS["latency_beacons"]])
+        return _dedupe(capture, beacons, "flow_id").drop(columns="flow_id")
+    return capture.table("latency_beacons", COLUMNS["latency_beacons"])
 
 
 def _take(values: np.ndarray, pos: np.ndarray, fill: float) -> np.ndarray:
@@ -231,10 +275,9 @@ def _answers(
 
 
 def conversation_turns(capture: Capture) -> pd.DataFrame:
-    """``conversation_turns`` as the report reads it: POSTed turns only (a row with ``action = "read"``
-    records a conversation read back, not a turn), one row per flow."""
-    turns = _dedupe(capture, capture.table("conversation_turns", COLUMNS["conversation_turns"]), "flow_id")
-    return turns[turns["action"].fillna("") != "read"].copy()
+    """``conversation_turns`` as the report reads it: one row per flow (combined captures may
+    hold the same flow twice)."""
+    return _dedupe(capture, capture.table("conversation_turns", COLUMNS["conversation_turns"]), "flow_id").copy()
 
 
 def _turns(capture: Capture) -> pd.DataFrame:
@@ -244,7 +287,8 @@ def _turns(capture: Capture) -> pd.DataFrame:
 
 
 def _first_beacon_per_request(beacons: pd.DataFrame) -> pd.DataFrame:
-    b = beacons[beacons["server_request_id"].notna()]
+    b = beacons[["server_request_id", "count_tokens"]]
+    b = b[b["server_request_id"].notna()]
     return b.drop_duplicates("server_request_id", keep="first").set_index("server_request_id")
 
 
@@ -285,23 +329,26 @@ def itl_gaps(capture: Capture, events: TextEvents | None = None, *, api: bool = 
     lut = pd.Index(rows["flow_id"]).get_indexer(events.flow_ids) if len(events.flow_ids) else np.empty(0, "int64")
     row_of_gap = lut[events.gap_codes] if len(events.gap_codes) else np.empty(0, dtype="int64")
     keep = row_of_gap >= 0
+    every = bool(keep.all())  # the usual case without API traffic: use views, not copies
+    gap_codes = events.gap_codes if every else events.gap_codes[keep]
     model_cat = pd.Categorical(models)
-    model_codes = model_cat.codes[row_of_gap[keep]] if keep.any() else np.empty(0, dtype="int8")
+    model_codes = model_cat.codes[row_of_gap if every else row_of_gap[keep]]
+    del row_of_gap
     return pd.DataFrame(
         {
-            "flow_id": pd.Categorical.from_codes(events.gap_codes[keep], categories=events.flow_ids)
+            "flow_id": pd.Categorical.from_codes(gap_codes, categories=events.flow_ids)
             if len(events.flow_ids) else pd.Categorical([]),
             "model_slug": pd.Categorical.from_codes(model_codes, categories=model_cat.categories),
-            "itl_ms": events.gaps[keep],
-        }
+            "itl_ms": events.gaps if every else events.gaps[keep],
+        },
+        copy=False,
     )
 
 
 def beacon_matches(capture: Capture, turns: pd.DataFrame | None = None) -> pd.DataFrame:
     """Latency beacons joined to conversation turns on ``server_request_id`` = the turn's ``cf_ray``.
 
-    One row per matched beacon: server_request_id, flow_id (the turn's), beacon_flow_id, model (the
-    beacon's), model_slug (the turn's), ts_first_token_ms, ttft_ms (observed), ttft_gap_ms
+    One row per matched beacon: server_request_id, flow_id (the turn's), model (the beacon's), model_slug (the turn's), ts_first_token_ms, ttft_ms (observed), ttft_gap_ms
     (= ts_first_token_ms − ttft_ms: what the page adds on top of the network).
     """
     turns = turns if turns is not None else turn_latency(capture)
@@ -316,7 +363,6 @@ def beacon_matches(capture: Capture, turns: pd.DataFrame | None = None) -> pd.Da
         {
             "server_request_id": b["server_request_id"].to_numpy(),
             "flow_id": matched["flow_id"].to_numpy(),
-            "beacon_flow_id": b["flow_id"].to_numpy(),
             "model": b["model"].to_numpy(),
             "model_slug": matched["model_slug"].to_numpy(),
             "ts_first_token_ms": b["ts_first_token_ms"].to_numpy(dtype="float64", na_value=np.nan),
@@ -362,16 +408,22 @@ def _token_sources(frame: pd.DataFrame) -> dict[str, int]:
     return {str(k): int(v) for k, v in used.value_counts().sort_index().items()}
 
 
-def observed_block(answers: pd.DataFrame, gaps: pd.DataFrame | np.ndarray, *, unit: str = "turns") -> dict:
-    """``observed`` stats: ttft/itl/tpot/e2e over answers with per-event timing, and what was left out."""
+def observed_block(answers: pd.DataFrame, gaps: pd.DataFrame | dict | None, *, unit: str = "turns") -> dict:
+    """``observed`` stats: ttft/itl/tpot/e2e over answers with per-event timing, and what was left out.
+
+    ``gaps`` is the ITL frame, or its stats already computed (``None``: no gaps).
+    """
     timed = answers[answers["has_timing"]]
-    itl = gaps["itl_ms"].to_numpy() if isinstance(gaps, pd.DataFrame) else gaps
+    if isinstance(gaps, pd.DataFrame):
+        itl = stats(gaps["itl_ms"].to_numpy())
+    else:
+        itl = gaps if gaps is not None else stats([])
     return {
         unit: int(len(answers)),
         f"{unit}_with_timing": int(len(timed)),
         f"{unit}_without_timing": int(len(answers) - len(timed)),
         "ttft_ms": stats(timed["ttft_ms"]),
-        "itl_ms": stats(itl),
+        "itl_ms": itl,
         "tpot_ms": stats(timed["tpot_ms"]),
         "e2e_ms": stats(timed["e2e_ms"]),
         "tpot_token_source": _token_sources(timed),
@@ -383,14 +435,10 @@ def client_reported_block(beacons: pd.DataFrame) -> dict:
     return {"beacons": int(len(beacons))} | {m: stats(beacons[m]) for m in BEACON_METRICS}
 
 
-def _by_group(values: np.ndarray, codes: np.ndarray, n_groups: int) -> list[np.ndarray]:
-    """Split ``values`` by integer group code in one stable sort (not one scan per group)."""
-    if n_groups == 0:
-        return []
-    order = np.argsort(codes, kind="stable")
-    bounds = np.searchsorted(codes[order], np.arange(n_groups + 1))
-    ordered = values[order]
-    return [ordered[bounds[i]:bounds[i + 1]] for i in range(n_groups)]
+def _group_values(values: np.ndarray, codes: np.ndarray, categories: Iterable[str]) -> Iterator[tuple[str, np.ndarray]]:
+    """``(category, values of that category)``, one category at a time (one subset in memory at once)."""
+    for i, name in enumerate(categories):
+        yield str(name), values[codes == i]
 
 
 def latency_block(
@@ -403,15 +451,18 @@ def latency_block(
     models = sorted(set(turns["model_slug"]) | set(beacons["model"]))
     by_model: dict[str, dict] = {}
     gap_cats = gaps["model_slug"].cat
-    gap_groups = dict(zip(gap_cats.categories, _by_group(gaps["itl_ms"].to_numpy(), gap_cats.codes.to_numpy(),
-                                                          len(gap_cats.categories)), strict=True))
+    gap_groups = _group_values(gaps["itl_ms"].to_numpy(), gap_cats.codes.to_numpy(), gap_cats.categories)
+    itl_by_model = {name: stats(values) for name, values in gap_groups}
     turn_groups = dict(tuple(turns.groupby("model_slug", sort=True, observed=True)))
-    beacon_groups = dict(tuple(beacons.groupby("model", sort=True, observed=True)))
+    beacon_cat = pd.Categorical(beacons["model"])
+    beacon_metrics = beacons[list(BEACON_METRICS)]  # numbers only: the per-model subsets stay small
     empty_turns = turns.iloc[0:0]
     for model in models:
         by_model[model] = {
-            "observed": observed_block(turn_groups.get(model, empty_turns), gap_groups.get(model, np.empty(0))),
-            "client_reported": client_reported_block(beacon_groups.get(model, beacons.iloc[0:0])),
+            "observed": observed_block(turn_groups.get(model, empty_turns), itl_by_model.get(model)),
+            "client_reported": client_reported_block(
+                beacon_metrics[beacon_cat.codes == beacon_cat.categories.get_loc(model)]
+                if model in beacon_cat.categories else beacon_metrics.iloc[0:0]),
         }
     return {
         "observed": observed_block(turns, gaps),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime
+
 FORMATS = ("text", "markdown", "json")
 TOP_N = 10  # rows of event-count tables before "… and N more"
 MAX_TEXT_CELL = 30  # text format: longer cells (model slugs, hosts) are shortened with "…"
@@ -45,10 +46,11 @@ Block = Heading | Para | Table
 
 
 def _num(value: float | int | None, decimals: int = 1) -> str:
+    """One decimal below 1,000, none above (a tenth of a millisecond is noise on a multi-second time)."""
     if value is None:
         return "-"
-    if isinstance(value, int) and decimals == 0:
-        return f"{value:,}"
+    if abs(value) >= 1000:
+        decimals = 0
     return f"{value:,.{decimals}f}"
 
 
@@ -70,8 +72,11 @@ def _span(first: str | None, last: str | None) -> str:
     if not first or not last:
         return ""
     seconds = int((datetime.fromisoformat(last) - datetime.fromisoformat(first)).total_seconds())
-    hours, rest = divmod(seconds, 3600)
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
     minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours:02d}h"
     if hours:
         return f"{hours}h {minutes:02d}m"
     if minutes:
@@ -107,9 +112,10 @@ def _observed_blocks(obs: dict, unit: str, what: str) -> list[Block]:
     source_text = ", ".join(f"{_count(n)} from {_TOKEN_SOURCE.get(k, k)}" for k, n in sources.items())
     out: list[Block] = [
         Para(f"{_count(timed)} of {_plural(total, what[:-1] if what.endswith('s') else what)} with per-event timing"
-             + (f" ({_count(untimed)} without, left out)" if untimed else "") + "; milliseconds."),
+             + (f" ({_count(untimed)} without, left out)" if untimed else "")
+             + "; milliseconds. ITL pools every gap between consecutive text events."),
         _stats_table([
-            ("TTFT", obs["ttft_ms"]), ("ITL (pooled gaps)", obs["itl_ms"]),
+            ("TTFT", obs["ttft_ms"]), ("ITL", obs["itl_ms"]),
             ("TPOT", obs["tpot_ms"]), ("E2E", obs["e2e_ms"]),
         ]),
     ]
@@ -132,23 +138,24 @@ def _latency_blocks(lat: dict) -> list[Block]:
         out.append(Para("No latency beacons (POST /backend-api/lat/r) in this capture."))
     else:
         out.append(Para(f"{_plural(cr['beacons'], 'beacon')}; each summarises one answer, so these are "
-                        "statistics across answers, not across tokens."))
+                        "statistics across answers, not across tokens. Milliseconds, except tokens and tokens/s; "
+                        "the gaps are each beacon's own median/p95/p99 time between tokens after the first."))
         out.append(_stats_table([
-            ("first token ms", cr["ts_first_token_ms"]), ("total ms", cr["ts_total_request_ms"]),
+            ("first token", cr["ts_first_token_ms"]), ("total", cr["ts_total_request_ms"]),
             ("tokens", cr["count_tokens"]), ("tokens/s", cr["tokens_per_s"]),
-            ("median gap ms", cr["ts_median_token_without_first_ms"]),
-            ("p95 gap ms", cr["ts_p95_token_without_first_ms"]),
-            ("p99 gap ms", cr["ts_p99_token_without_first_ms"]),
+            ("median gap", cr["ts_median_token_without_first_ms"]),
+            ("p95 gap", cr["ts_p95_token_without_first_ms"]),
+            ("p99 gap", cr["ts_p99_token_without_first_ms"]),
         ]))
 
     mt = lat["matched"]
     if cr["beacons"] or lat["observed"]["turns"]:
         out.append(Heading("Beacons joined to turns (server_request_id = cf-ray)", 3))
         out.append(Para(f"{_plural(mt['pairs'], 'pair')}, {_plural(mt['unmatched_beacons'], 'unmatched beacon')}."
-                        + (" The gap is the page's first-token time minus the proxy's TTFT: what the page adds "
-                           "on top of the network." if mt["ttft_gap_ms"]["n"] else "")))
+                        + (" TTFT gap (ms) = the page's first-token time minus the proxy's TTFT: what the page "
+                           "adds on top of the network." if mt["ttft_gap_ms"]["n"] else "")))
         if mt["ttft_gap_ms"]["n"]:
-            out.append(_stats_table([("TTFT gap ms", mt["ttft_gap_ms"])]))
+            out.append(_stats_table([("TTFT gap", mt["ttft_gap_ms"])]))
 
     by = lat["by_model"]
     if by:

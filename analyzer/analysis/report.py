@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from analyzer.analysis import latency, telemetry
-from analyzer.analysis.latency import model_column
+from analyzer.analysis.latency import isin, model_column
 from analyzer.store import Capture
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ def conversations_block(capture: Capture) -> dict:
     known = msgs[msgs["message_id"].notna()]
     parents = known.dropna(subset=["parent_id"]).drop_duplicates("message_id")
     # A branch point is a message (not a placeholder such as ``client-created-root``) with > 1 child.
-    children = parents[parents["parent_id"].isin(known["message_id"])].groupby("parent_id")["message_id"].nunique()
+    children = parents[isin(parents["parent_id"], known["message_id"])].groupby("parent_id")["message_id"].nunique()
     slugs = model_column(turns, "model_slug", "server_model_slug", "requested_model")
     by_model = slugs.value_counts(sort=False).sort_index().sort_values(ascending=False, kind="stable")
     return {

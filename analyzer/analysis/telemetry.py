@@ -16,6 +16,7 @@ import re
 
 import pandas as pd
 
+from analyzer.analysis.latency import isin
 from analyzer.store import Capture
 
 log = logging.getLogger(__name__)
@@ -168,7 +169,7 @@ def conversation_links(capture: Capture) -> pd.DataFrame:
                                     "event": named[name].to_numpy(),
                                     "conversation_id": named["conversation_id"].to_numpy()}))
     out = pd.concat(frames, ignore_index=True)
-    out["captured"] = out["conversation_id"].isin(captured_conversations(capture))
+    out["captured"] = isin(out["conversation_id"].astype("str"), captured_conversations(capture).to_series())
     return out
 
 
