@@ -222,4 +222,5 @@ def test_websocket_frames_both_generations():
                                                             "payload": {"type": "stream-item", "encoded_item": sse}}})
     assert sse_text_from_frame(frame_2024) == sse
     assert sse_text_from_frame(frame_2025.encode()) == sse
+    assert sse_text_from_frame(f"[{frame_2025}, {frame_2025}]") == sse + sse  # batched items
     assert sse_text_from_frame('{"type": "ack"}') is None and sse_text_from_frame(b"\xff\x00") is None

@@ -12,20 +12,7 @@ import binascii
 import json
 
 
-def sse_text_from_frame(content: bytes | str) -> str | None:
-    """The SSE text a frame carries, or None when the frame is not a conversation stream item."""
-    if isinstance(content, bytes):
-        try:
-            content = content.decode("utf-8")
-        except UnicodeDecodeError:
-            return None
-    content = content.strip()
-    if not content.startswith("{"):
-        return None
-    try:
-        obj = json.loads(content)
-    except ValueError:
-        return None
+def _item_text(obj: object) -> str | None:
     if not isinstance(obj, dict):
         return None
     # 2025–26: {"type": "message", "payload": {"type": "conversation-turn-stream",
@@ -43,6 +30,28 @@ def sse_text_from_frame(content: bytes | str) -> str | None:
         except (binascii.Error, ValueError):
             return None
     return None
+
+
+def sse_text_from_frame(content: bytes | str) -> str | None:
+    """The SSE text a frame carries, or None when the frame is not a conversation stream item.
+
+    A frame holds one item object, or (some clients batch them) a JSON array of item objects.
+    """
+    if isinstance(content, bytes):
+        try:
+            content = content.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    content = content.strip()
+    if not content.startswith(("{", "[")):
+        return None
+    try:
+        obj = json.loads(content)
+    except ValueError:
+        return None
+    items = obj if isinstance(obj, list) else [obj]
+    texts = [t for t in (_item_text(item) for item in items) if t is not None]
+    return "".join(texts) if texts else None
 
 
 def frame_turn_key(content: bytes | str) -> str | None:
