@@ -110,7 +110,7 @@ def main() -> None:
         origin = int(port_file.read_text())
         wait_port(origin)
         addon = ROOT / "addons" / "chatgpt_capture.py"
-        base, base_port = start_mitmdump(tmp, "baseline", ROOT / "bench" / "stream_only_addon.py", [])
+        base, base_port = start_mitmdump(tmp, "baseline", ROOT / "tests" / "origin" / "stream_only_addon.py", [])
         cap, cap_port = start_mitmdump(tmp, "addon", addon, ["--set", f"capture_path={tmp / 'cap.parquet'}",
                                                             "-w", str(tmp / "flows.mitm")])
         busy, busy_port = start_mitmdump(tmp, "addon_busy", addon, ["--set", f"capture_path={tmp / 'busy.parquet'}",

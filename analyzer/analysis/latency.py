@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
+from analyzer.analysis.handoff import merge_handoffs
 from analyzer.schema import TABLES
 from analyzer.store import Capture, CaptureError
 
@@ -43,7 +44,7 @@ COLUMNS: dict[str, list[str]] = {
     "stream_events": ["flow_id", "seq", "offset_ms", "text"],
     "conversation_turns": [
         "flow_id", "action", "conversation_id", "model_slug", "server_model_slug", "requested_model",
-        "started_at", "ttft_ms", "e2e_ms", "cf_ray",
+        "started_at", "ttft_ms", "e2e_ms", "cf_ray", "stream_format", "user_message_id",
     ],
     "latency_beacons": [
         "server_request_id", "model", "count_tokens", "ts_first_token_ms",
@@ -276,8 +277,9 @@ def _answers(
 
 def conversation_turns(capture: Capture) -> pd.DataFrame:
     """``conversation_turns`` as the report reads it: one row per flow (combined captures may
-    hold the same flow twice)."""
-    return _dedupe(capture, capture.table("conversation_turns", COLUMNS["conversation_turns"]), "flow_id").copy()
+    hold the same flow twice), each WebSocket hand-off folded into the answer it started."""
+    turns = _dedupe(capture, capture.table("conversation_turns", COLUMNS["conversation_turns"]), "flow_id")
+    return merge_handoffs(turns).copy()
 
 
 def _turns(capture: Capture) -> pd.DataFrame:

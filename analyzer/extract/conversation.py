@@ -171,7 +171,7 @@ def extract_conversation_turn(flow: http.HTTPFlow, rows: Rows, redact: bool) -> 
             assistant_message_id=answer.get("id"),
             assistant_text=message_text(answer) if answer else None,
             stream_format="websocket" if stream.handoff else (stream.format or "unknown"),
-            status=infer_status(stream),
+            status="handed_off" if stream.handoff and not n_text else infer_status(stream),
             finish_type=(metadata.get("finish_details") or {}).get("type"),
             title=stream.title,
             ttft_ms=ttft,

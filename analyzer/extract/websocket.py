@@ -72,7 +72,9 @@ def extract_websocket(flow: http.HTTPFlow, rows: Rows, redact: bool) -> None:
                 "model_slug": metadata.get("model_slug"),
                 "server_model_slug": stream.server_model_slug,
                 "parent_message_id": ((user or {}).get("metadata") or {}).get("parent_id"),
-                "user_message_id": user.get("id") if user else None,
+                # The socket rarely echoes the user message; the answer's parent names it, which is
+                # also what joins this answer to the POST that handed it off.
+                "user_message_id": user.get("id") if user else metadata.get("parent_id"),
                 "user_text": message_text(user) if user else None,
                 "assistant_message_id": answer.get("id"),
                 "assistant_text": message_text(answer) if answer else None,

@@ -65,6 +65,8 @@ def frame_turn_key(content: bytes | str) -> str | None:
     data = obj.get("data")
     if isinstance(data, dict) and data.get("response_id"):
         return str(data["response_id"])
+    if obj.get("topic_id"):
+        return str(obj["topic_id"])
     payload = obj.get("payload")
     if isinstance(payload, dict):
         for key in ("turn_id", "response_id", "topic_id"):
