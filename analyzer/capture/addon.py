@@ -17,6 +17,7 @@ from mitmproxy import ctx, http
 from analyzer.capture.pipeline import CapturePipeline
 from analyzer.capture.recorder import ChunkRecorder
 from analyzer.extract.common import media_type
+from analyzer.recognise import might_stream
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,9 @@ class ChatGPTCapture:
     @_guarded
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         if flow.response is None or media_type(flow.response) != "text/event-stream":
-            return  # everything else is left to mitmproxy's own handling
+            return
+        if not might_stream(flow.request.method, flow.request.path):
+            return  # not ours: left exactly as mitmproxy would handle it
         existing = flow.response.stream
         flow.response.stream = ChunkRecorder(flow, existing if callable(existing) else None)
 
