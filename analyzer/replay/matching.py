@@ -68,6 +68,9 @@ class WebTurn(Recording):
     user_text: str | None = None
     stream_format: str | None = None
     model_slug: str | None = None
+    user_message_id: str | None = None
+    started_at: float | None = None
+    note: str | None = None  # said in ``x-chatwire-note``
 
 
 @dataclass
@@ -186,7 +189,7 @@ def _events_for(rows: pd.DataFrame | None, flow: dict) -> tuple[list[ServedEvent
         if data is None:
             # A [DONE] row may come without its data; any other event without data is sent empty.
             data = "[DONE]" if kind == "done" else ""
-        events.append(ServedEvent(offset, _val(event), str(data)))
+        events.append(ServedEvent(offset, _val(event), str(data), _val(kind)))
         if _val(text):
             pieces.append(TextPiece(offset, str(text)))
     return events, pieces, timing
@@ -219,6 +222,8 @@ def load_catalog(capture: Capture) -> Catalog:
     web: list[WebTurn] = []
     for order, row in enumerate(_capture_order(capture.table("conversation_turns")).to_dict("records")):
         row = {k: _val(v) for k, v in row.items()}
+        if row.get("action") == "read":  # a mapping read filed as a turn: a GET, nothing to stream
+            continue
         flow = flows.get(str(row["flow_id"]), {})
         events, _, timing = _events_for(groups.get(str(row["flow_id"])), {**flow, "started_at": flow.get("started_at") or row.get("started_at")})
         web.append(
@@ -233,8 +238,10 @@ def load_catalog(capture: Capture) -> Catalog:
                 conversation_id=row.get("conversation_id"), parent_message_id=row.get("parent_message_id"),
                 user_text=row.get("user_text"), stream_format=row.get("stream_format"),
                 model_slug=row.get("model_slug") or row.get("requested_model"),
+                user_message_id=row.get("user_message_id"), started_at=_epoch(row.get("started_at")),
             )
         )
+    web = merge_handoffs(web)
 
     api: list[ApiCall] = []
     for order, row in enumerate(_capture_order(capture.table("api_calls")).to_dict("records")):
@@ -274,6 +281,49 @@ def load_catalog(capture: Capture) -> Catalog:
 
     models = sorted({c.model for c in api if c.model} | {t.model_slug for t in web if t.model_slug})
     return Catalog(web_turns=web, api_calls=api, models=models, capture=capture)
+
+
+def merge_handoffs(turns: list[WebTurn]) -> list[WebTurn]:
+    """Join each conversation POST that handed its answer to a WebSocket with that answer.
+
+    The extractor records a WebSocket answer as its own turn (flow id ``<ws flow>#<n>``, joined to
+    the POST by the user message id). Served, the POST's own events (minus ``stream_handoff``,
+    which would send the client to a socket this server does not have, and its ``[DONE]``,
+    which would end the stream before the answer) are followed by the
+    socket's events, at their captured times counted from the POST. An answer without its POST
+    stays a turn of its own.
+    """
+    # As analyzer.analysis.handoff pairs them: on (conversation_id, user_message_id), the k-th POST
+    # with the k-th socket answer (a regeneration re-asks with the same user message).
+    answers: dict[tuple, list[WebTurn]] = {}
+    for t in sorted(turns, key=lambda t: (t.started_at is None, t.started_at or 0.0)):
+        if "#" in t.flow_id and t.user_message_id:
+            answers.setdefault((t.conversation_id, t.user_message_id), []).append(t)
+    used: set[str] = set()
+    out: list[WebTurn] = []
+    for turn in sorted(turns, key=lambda t: (t.started_at is None, t.started_at or 0.0)):
+        queue = answers.get((turn.conversation_id, turn.user_message_id))
+        answer = None
+        if queue and "#" not in turn.flow_id and turn.stream_format == "websocket":
+            answer = queue.pop(0)
+        if answer is not None:
+            used.add(answer.flow_id)
+            shift = 0.0
+            if answer.started_at is not None and turn.started_at is not None:
+                shift = (answer.started_at - turn.started_at) * 1000.0
+            # The POST's own [DONE] would end the served stream before the socket's answer.
+            own = [e for e in turn.events if e.kind not in ("stream_handoff", "done")]
+            moved = [ServedEvent(e.offset_ms + shift, e.event, e.data, e.kind) for e in answer.events]
+            turn.events = own + moved
+            turn.timing = answer.timing if answer.timing != "captured" else turn.timing
+            turn.end_ms = max((e.offset_ms for e in turn.events), default=turn.end_ms)
+            turn.status_code = 200 if turn.status_code < 400 else turn.status_code
+            turn.note = f"answer read from WebSocket {answer.flow_id}; served as SSE"
+        out.append(turn)
+    kept = [t for t in out if t.flow_id not in used]
+    for order, t in enumerate(sorted(kept, key=lambda t: t.order)):
+        t.order = order
+    return sorted(kept, key=lambda t: t.order)
 
 
 def canonical_endpoint(path: object) -> str:
@@ -354,13 +404,13 @@ class Matcher[T: Recording]:
     def match(
         self,
         rules: Sequence[tuple[str, Callable[[T], bool]]],
-        prefer: Callable[[T], bool] | None = None,
+        prefer: Callable[[T], int] | None = None,
     ) -> tuple[T | None, str]:
         """The recording to serve and why (``"by <rule>"``, ``"next in capture order"``), or
-        ``(None, reason)``."""
+        ``(None, reason)``. ``prefer`` scores a recording (higher first: same path, same endpoint…)."""
         def ranked(indices: list[int]) -> list[int]:
-            # Unserved before served; within each, preferred (e.g. same endpoint) first; then capture order.
-            return sorted(indices, key=lambda i: (i in self.served, not (prefer is None or prefer(self.items[i])), i))
+            # Unserved before served; within each, the highest preference; then capture order.
+            return sorted(indices, key=lambda i: (i in self.served, -(prefer(self.items[i]) if prefer else 0), i))
 
         for name, rule in rules:
             hits = [i for i, item in enumerate(self.items) if rule(item)]

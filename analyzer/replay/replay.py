@@ -197,6 +197,7 @@ class Attempt:
     done: bool = False
     error: str | None = None
     retry_after: float | None = None
+    network_error: bool = False  # the connection failed (before or during the stream)
     response_headers: list[tuple[str, str]] = field(default_factory=list)
     http_version: str | None = None
     url: str = ""
@@ -254,7 +255,9 @@ def attempt_rows(attempt: Attempt, *, redact: bool = True) -> tuple[dict[str, li
         "error": attempt.error,
     }
     rows = {"flows": [flow], "api_calls": [call], "stream_events": event_rows}
-    if attempt.error:
+    if attempt.error and (attempt.status_code is None or attempt.status_code < 400 or attempt.network_error):
+        # The stream could not be read to its end (as an extractor would note); an HTTP error
+        # status is an answer, recorded in ``flows.error`` alone.
         rows["errors"] = [{"flow_id": fid, "stage": "replay", "error": attempt.error, "at": ended or start}]
     text_offsets = [r["offset_ms"] for r in event_rows if r["text"]]
     itl, tps = answer_metrics(text_offsets, completion)
@@ -319,6 +322,7 @@ class Replayer:
             attempt.retry_after = retry_after_s(exc.response.headers)
             attempt.error = _error_text(exc)
         except (openai.APIError, OSError) as exc:  # connection refused, dropped mid-stream, timeouts
+            attempt.network_error = True
             got = f" after {len(attempt.chunks)} chunk(s)" if attempt.chunks else ""
             attempt.error = f"network error{got}: {_error_text(exc)}"
         except asyncio.CancelledError:
@@ -348,7 +352,8 @@ class Replayer:
             attempts.append(entry)
             if attempt.error is None:
                 break
-            retry = n < self.retries and should_retry(attempt.status_code, headers if headers else None)
+            status = None if attempt.network_error else attempt.status_code
+            retry = n < self.retries and should_retry(status, None if attempt.network_error else headers)
             log.warning("turn %d attempt %d: %s%s", plan.index, n + 1, attempt.error, "; retrying" if retry else "")
             if not retry:
                 break

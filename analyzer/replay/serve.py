@@ -216,7 +216,7 @@ class ReplayServer:
             self._log(request, t0, body.status, None, "bad request", 0)
             return body
         cid, pid, text = web_request_fields(body)
-        turn, reason = self.web.match(web_rules(cid, pid, text), prefer=lambda t: t.path == request.path)
+        turn, reason = self.web.match(web_rules(cid, pid, text), prefer=lambda t: int(t.path == request.path))
         if turn is None:
             self._log(request, t0, 404, None, reason, 0)
             return self._not_found(reason, conversation_id=cid, parent_message_id=pid, user_text=text)
@@ -225,7 +225,7 @@ class ReplayServer:
         if turn.stream_format in ("websocket", "json") and turn.events:
             # The answer came over a WebSocket: its inner SSE lines are served as an ordinary stream.
             headers["content-type"] = "text/event-stream; charset=utf-8"
-            headers["x-chatwire-note"] = f"captured as {turn.stream_format}; served as SSE"
+            headers["x-chatwire-note"] = turn.note or f"captured as {turn.stream_format}; served as SSE"
         if not turn.events:
             body = {"detail": f"the captured turn {turn.flow_id} has no stream events (status {turn.status_code})"}
             response = await self._json_at(t0, turn.end_ms, body, turn.status_code if turn.status_code >= 400 else 502, headers)
@@ -245,7 +245,7 @@ class ReplayServer:
         endpoint = "/v1/responses" if request.path in RESPONSES_PATHS else "/v1/chat/completions"
         stream = bool(body.get("stream"))
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        call, reason = self.api_chat.match(api_rules(api_last_user_text(body)), prefer=lambda c: c.endpoint == endpoint)
+        call, reason = self.api_chat.match(api_rules(api_last_user_text(body)), prefer=lambda c: 2 * (c.endpoint == endpoint) + (c.stream == stream))
         if call is None:
             self._log(request, t0, 404, None, reason, 0)
             return self._not_found(reason, last_user_text=api_last_user_text(body))
@@ -263,12 +263,16 @@ class ReplayServer:
                 f"built {endpoint} {'stream' if stream else 'body'} from its text, usage and times"
             )
         if not stream:
-            if endpoint == "/v1/responses":
-                completed = _captured_response(call) if call.endpoint == endpoint else None
-                payload = completed or response_body(call.answer)
+            completed = _captured_response(call) if endpoint == "/v1/responses" == call.endpoint else None
+            if completed is not None:
+                payload = completed  # the captured response.completed object, as it was
+                headers.pop("x-chatwire-synthesised", None)
+            elif endpoint == "/v1/responses":
+                payload = response_body(call.answer)
             else:
                 payload = chat_completion_body(call.answer)
-            headers["x-chatwire-synthesised"] = headers.get("x-chatwire-synthesised", "body built from the captured text, usage and times")
+            if completed is None:
+                headers.setdefault("x-chatwire-synthesised", "body built from the captured text, usage and times")
             response = await self._json_at(t0, call.end_ms, payload, call.status_code, headers)
             self._log(request, t0, response.status, call, reason, 0)
             return response

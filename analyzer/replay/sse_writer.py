@@ -25,6 +25,7 @@ class ServedEvent:
     offset_ms: float
     event: str | None
     data: str
+    kind: str | None = None  # the capture's ``type`` of the event, when it came from one
 
 
 @dataclass(frozen=True, slots=True)
