@@ -96,8 +96,8 @@ def main() -> None:
     ap.add_argument("--streams", type=int, default=40, help="streams per configuration")
     ap.add_argument("--events", type=int, default=100, help="events per stream")
     ap.add_argument("--gap-ms", type=float, default=5.0, help="gap between events at the origin")
-    ap.add_argument("--replay-copies", type=int, default=20,
-                    help="the flow file is concatenated this many times for the extraction measurement")
+    ap.add_argument("--extract-streams", type=int, default=300,
+                    help="streams recorded into the flow file used for the extraction measurement")
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="chatwire-bench-"))
@@ -111,8 +111,7 @@ def main() -> None:
         wait_port(origin)
         addon = ROOT / "addons" / "chatgpt_capture.py"
         base, base_port = start_mitmdump(tmp, "baseline", ROOT / "tests" / "origin" / "stream_only_addon.py", [])
-        cap, cap_port = start_mitmdump(tmp, "addon", addon, ["--set", f"capture_path={tmp / 'cap.parquet'}",
-                                                            "-w", str(tmp / "flows.mitm")])
+        cap, cap_port = start_mitmdump(tmp, "addon", addon, ["--set", f"capture_path={tmp / 'cap.parquet'}"])
         busy, busy_port = start_mitmdump(tmp, "addon_busy", addon, ["--set", f"capture_path={tmp / 'busy.parquet'}",
                                                                    "--set", "capture_flush_ms=200"])
         procs += [base, cap, busy]
@@ -141,15 +140,23 @@ def main() -> None:
         stats = {k: pct(v) for k, v in results.items()}
         baseline = stats["mitmdump, stream only (baseline)"]
 
-        # Extraction throughput: replay the flow file written during the run.
+        # Extraction throughput: record a flow file with the addon (so it keeps its chunk timing),
+        # then replay it with and without the addon.
+        writer, writer_port = start_mitmdump(tmp, "flowfile", addon, ["--set", f"capture_path={tmp / 'w.parquet'}",
+                                                                      "-w", str(tmp / "flows.mitm")])
+        procs.append(writer)
+        with httpx.Client(proxy=f"http://127.0.0.1:{writer_port}", timeout=60) as client:
+            for _ in range(args.extract_streams):
+                stream_once(client, origin, args.events, 0.0)
+        writer.send_signal(signal.SIGINT)
+        writer.wait(timeout=60)
+
         def timed(cmd: list[str]) -> float:
             start = time.perf_counter()
             subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             return time.perf_counter() - start
 
-        flows_file = tmp / "flows-x.mitm"  # mitmproxy flow files are concatenable tnetstrings
-        one = (tmp / "flows.mitm").read_bytes()
-        flows_file.write_bytes(one * args.replay_copies)
+        flows_file = tmp / "flows.mitm"
         plain_s = timed([str(BIN / "mitmdump"), "-q", "-n", "-r", str(flows_file), "--set", f"confdir={tmp / 'conf'}"])
         out_cap = tmp / "replayed.parquet"
         addon_s = timed([str(BIN / "mitmdump"), "-q", "-n", "-r", str(flows_file), "--set", f"confdir={tmp / 'conf'}",
