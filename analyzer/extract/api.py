@@ -6,6 +6,7 @@ from mitmproxy import http
 
 from analyzer.extract.common import (
     ExtractError,
+    as_number,
     is_event_stream,
     json_body,
     request_start,
@@ -17,15 +18,6 @@ from analyzer.extract.conversation import stream_rows, turn_timing
 from analyzer.extract.rows import Rows
 from analyzer.recognise import strip_query
 from analyzer.streams.openai_api import ApiStream, api_endpoint
-
-
-def _int(value) -> int | None:
-    if isinstance(value, bool) or value is None:
-        return None
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
 
 
 def _content_text(content) -> str | None:
@@ -126,7 +118,7 @@ def extract_api_call(flow: http.HTTPFlow, rows: Rows, redact: bool) -> None:
                 call["response_text"] = _content_text((choice.get("message") or {}).get("content"))
         if response.timestamp_end is not None and response.status_code < 400:
             call["e2e_ms"] = (response.timestamp_end - start) * 1000.0
-    prompt, completion, total = (_int(v) for v in stream.tokens())
+    prompt, completion, total = (as_number(v, int) for v in stream.tokens())
     call.update(
         model=str_or_none(stream.model or call["model"]),
         prompt_tokens=prompt,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from mitmproxy import http
 
-from analyzer.extract.common import ExtractError, json_body, str_or_none, to_json
+from analyzer.extract.common import ExtractError, as_number, json_body, str_or_none, to_json
 from analyzer.extract.rows import Rows
 
 BEACON_FIELDS = (
@@ -22,15 +22,6 @@ BEACON_FIELDS = (
 )
 
 
-def _number(value) -> float | None:
-    if isinstance(value, bool) or value is None:
-        return None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
-
-
 def extract_beacon(flow: http.HTTPFlow, rows: Rows, redact: bool) -> None:
     body = json_body(flow.request, "request")
     beacons = body if isinstance(body, list) else [body]
@@ -46,5 +37,5 @@ def extract_beacon(flow: http.HTTPFlow, rows: Rows, redact: bool) -> None:
             "model": str_or_none(beacon.get("model")),
             "extra": to_json(extra, redact) if extra else None,
         }
-        row.update({name: _number(beacon.get(name)) for name in BEACON_FIELDS})
+        row.update({name: as_number(beacon.get(name), float) for name in BEACON_FIELDS})
         rows["latency_beacons"].append(row)

@@ -160,6 +160,16 @@ def parse_time(value: Any) -> float | None:
     return None
 
 
+def as_number(value: Any, kind: type[int] | type[float]) -> int | float | None:
+    """A JSON value as an int or float for a typed column; None for anything else (bools included)."""
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        return kind(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
 def str_or_none(value: Any) -> str | None:
     if value is None:
         return None
