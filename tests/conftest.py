@@ -11,14 +11,12 @@ Fixtures:
   ``.log_text()``); every process started is stopped at teardown.
 - ``mitmdump`` (function): a plain mitmdump (no script) from the factory.
 
-Nothing here needs Chromium or the shared samples folder; tests marked ``browser`` are skipped when
+Nothing here needs Chromium or the shared samples folder; the HTML-report tests fail (never skip) when
 no Chromium can be found.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -85,22 +83,3 @@ def mitmdump_factory(tmp_path: Path, mitm_confdir: Path) -> Iterator[Callable[..
 def mitmdump(mitmdump_factory: Callable[..., MitmdumpProcess]) -> MitmdumpProcess:
     """A plain mitmdump (no script), stopped at teardown."""
     return mitmdump_factory()
-
-
-def _chromium_available() -> bool:
-    if os.environ.get("CHROMIUM_PATH") or os.environ.get("PLAYWRIGHT_BROWSERS_PATH"):
-        return True
-    if any(shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome", "chrome")):
-        return True
-    cache = Path.home() / ".cache" / "ms-playwright"
-    return cache.is_dir() and any(cache.glob("chromium*"))
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Skip ``browser`` tests on machines without Chromium instead of failing them."""
-    if _chromium_available():
-        return
-    skip = pytest.mark.skip(reason="needs headless Chromium (none found)")
-    for item in items:
-        if "browser" in item.keywords:
-            item.add_marker(skip)
