@@ -5,9 +5,6 @@ file stays under 5 MB. Each run is a fresh subprocess (start-up, capture load, r
 two formats alternate so that a busy shared machine slows both alike, and the median of ``--runs``
 is compared. Exits 1 when a budget is missed.
 
-When the CLI has no ``--format html`` yet, the HTML run is the same pipeline the CLI would run
-(``load_capture`` → ``render_html`` → ``write_output``) in a subprocess of this script.
-
 Usage:
     python bench/html_report.py                      # captures/large.parquet, made if missing
     python bench/html_report.py /tmp/large.parquet --runs 5
@@ -29,27 +26,9 @@ MAX_RATIO = 2.0
 MAX_BYTES = 5 * 1024 * 1024
 
 
-def _cli_has_html() -> bool:
-    from analyzer.cli.report import command
-
-    fmt = next(p for p in command.params if p.name == "fmt")
-    return "html" in fmt.type.choices
-
-
 def _command(fmt: str, capture: Path, out: Path) -> list[str]:
     analyze = str(Path(sys.executable).with_name("analyze"))
-    if fmt == "json" or _cli_has_html():
-        return [analyze, "report", str(capture), "--format", fmt, "-o", str(out)]
-    return [sys.executable, __file__, "--render-only", str(capture), str(out)]
-
-
-def _render_only(capture: str, out: str) -> None:
-    """What ``analyze report CAPTURE --format html -o OUT`` runs."""
-    from analyzer.analysis.html_report import render_html
-    from analyzer.cli.options import write_output
-    from analyzer.store import load_capture
-
-    write_output(render_html(load_capture(capture)), out)
+    return [analyze, "report", str(capture), "--format", fmt, "-o", str(out)]
 
 
 def _timed(cmd: list[str]) -> float:
@@ -62,11 +41,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("capture", nargs="?", type=Path, default=ROOT / "captures" / "large.parquet")
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--render-only", nargs=2, metavar=("CAPTURE", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.render_only:
-        _render_only(*args.render_only)
-        return 0
     if not args.capture.exists():
         print(f"{args.capture} is missing: making it with bench/make_large_capture.py (default size)")
         subprocess.run([sys.executable, str(ROOT / "bench" / "make_large_capture.py"), str(args.capture)],
@@ -82,8 +57,7 @@ def main() -> int:
         size = os.path.getsize(outs["html"])
     json_s, html_s = statistics.median(times["json"]), statistics.median(times["html"])
     ratio = html_s / json_s
-    via = "analyze report --format html" if _cli_has_html() else "load_capture + render_html + write_output"
-    print(f"capture {args.capture}; html via {via}; median of {args.runs} runs each")
+    print(f"capture {args.capture}; `analyze report --format json|html`; median of {args.runs} runs each")
     print("| format | seconds (median) | runs | file |")
     print("|---|---:|---:|---:|")
     print(f"| json | {json_s:.2f} | {', '.join(f'{t:.2f}' for t in times['json'])} | |")
