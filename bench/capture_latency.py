@@ -85,6 +85,14 @@ def flood(stop: threading.Event, proxy: int, origin: int, counter: list[int]) ->
             counter[0] += 2
 
 
+def rss_mib(pid: int) -> float:
+    """Resident memory of a process (Linux /proc), in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def pct(values: list[float]) -> dict:
     arr = np.asarray(values)
     return {"n": len(arr), "p50": float(np.percentile(arr, 50)), "p99": float(np.percentile(arr, 99)),
@@ -114,26 +122,34 @@ def main() -> None:
         cap, cap_port = start_mitmdump(tmp, "addon", addon, ["--set", f"capture_path={tmp / 'cap.parquet'}"])
         busy, busy_port = start_mitmdump(tmp, "addon_busy", addon, ["--set", f"capture_path={tmp / 'busy.parquet'}",
                                                                    "--set", "capture_flush_ms=200"])
-        procs += [base, cap, busy]
+        base_busy, base_busy_port = start_mitmdump(tmp, "baseline_busy", ROOT / "tests" / "origin" / "stream_only_addon.py", [])
+        procs += [base, cap, busy, base_busy]
         configs = {"direct (no proxy)": None, "mitmdump, stream only (baseline)": base_port,
-                   "mitmdump + chatwire addon": cap_port, "mitmdump + chatwire, writer busy": busy_port}
+                   "mitmdump + chatwire addon": cap_port,
+                   "baseline under analytics load": base_busy_port,
+                   "chatwire under analytics load (writer busy)": busy_port}
         clients = {k: httpx.Client(proxy=f"http://127.0.0.1:{p}" if p else None, timeout=60) for k, p in configs.items()}
-        stop, counter = threading.Event(), [0]
-        flooder = threading.Thread(target=flood, args=(stop, busy_port, origin, counter), daemon=True)
-        flooder.start()
+        stop, counter, base_counter = threading.Event(), [0], [0]
+        flooders = [threading.Thread(target=flood, args=(stop, port, origin, n), daemon=True)
+                    for port, n in ((busy_port, counter), (base_busy_port, base_counter))]
+        for flooder in flooders:
+            flooder.start()
         results: dict[str, list[float]] = {k: [] for k in configs}
         for c in clients.values():  # warm-up: connections, CA generation, imports
             stream_once(c, origin, 5, 1)
+        rss_start = rss_mib(cap.pid)
         t0 = time.time()
         for _ in range(args.streams):
             for k, c in clients.items():
                 results[k] += stream_once(c, origin, args.events, args.gap_ms)
         elapsed = time.time() - t0
+        rss_end, rss_busy_end = rss_mib(cap.pid), rss_mib(busy.pid)
         stop.set()
-        flooder.join()
+        for flooder in flooders:
+            flooder.join()
         for c in clients.values():
             c.close()
-        for p in (base, cap, busy):
+        for p in (base, cap, busy, base_busy):
             p.send_signal(signal.SIGINT)
             p.wait(timeout=60)
 
@@ -170,15 +186,19 @@ def main() -> None:
         print(f"# capture_latency: {platform.node()} ({os.cpu_count()} cores, {platform.python_version()}, "
               f"{platform.platform()}), {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
         print(f"{args.streams} streams × {args.events} events per configuration, {args.gap_ms} ms apart, "
-              f"rounds interleaved; {elapsed:.1f} s; analytics posts during the busy run: {counter[0]}\n")
+              f"rounds interleaved; {elapsed:.1f} s\n")
         print("| configuration | events | p50 ms | p99 ms | mean ms | max ms | p99 − baseline p99 |")
         print("|---|---|---|---|---|---|---|")
         for k, s in stats.items():
             delta = s["p99"] - baseline["p99"]
             print(f"| {k} | {s['n']} | {s['p50']:.3f} | {s['p99']:.3f} | {s['mean']:.3f} | {s['max']:.3f} | {delta:+.3f} |")
         ratio = stats["mitmdump + chatwire addon"]["p99"] / baseline["p99"]
-        print(f"\np99 ratio addon / baseline: {ratio:.2f}; busy writer / baseline: "
-              f"{stats['mitmdump + chatwire, writer busy']['p99'] / baseline['p99']:.2f}")
+        busy_ratio = (stats["chatwire under analytics load (writer busy)"]["p99"]
+                      / stats["baseline under analytics load"]["p99"])
+        print(f"\np99 ratio addon / baseline: {ratio:.2f}; under analytics load (addon writing "
+              f"{counter[0]} flows, baseline passing {base_counter[0]}): {busy_ratio:.2f}")
+        print(f"\nRSS of the addon's mitmdump: {rss_start:.0f} MiB after warm-up, {rss_end:.0f} MiB after "
+              f"{args.streams} streams; the busy one ended at {rss_busy_end:.0f} MiB after {counter[0]} flows.")
         print(f"\nExtraction: `mitmdump -nr` of {n_flows} flows / {n_events} stream events: "
               f"{plain_s:.2f} s without addon, {addon_s:.2f} s with it "
               f"({n_events / addon_s:,.0f} events/s overall; "

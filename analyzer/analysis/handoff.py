@@ -16,23 +16,32 @@ import pandas as pd
 TAKE_FROM_POST = ("started_at", "cf_ray", "action", "requested_model", "parent_message_id", "user_text", "path")
 
 
-def merge_handoffs(turns: pd.DataFrame) -> pd.DataFrame:
-    """``conversation_turns`` with each hand-off POST folded into the WebSocket answer it started."""
-    needed = {"flow_id", "stream_format", "conversation_id", "user_message_id", "started_at"}
-    if turns.empty or not needed <= set(turns.columns):
-        return turns
+PAIR_COLUMNS = ("flow_id", "stream_format", "conversation_id", "user_message_id", "started_at")
+
+
+def handoff_pairs(turns: pd.DataFrame) -> pd.DataFrame:
+    """One row per hand-off: ``index`` (the socket answer's row in ``turns``), the socket row's
+    columns, and the POST's columns suffixed ``_post``. The one definition of the pairing, used by
+    the report and by ``analyze serve``.
+
+    A regeneration re-asks with the same user message: the k-th POST for a user message is paired
+    with the k-th socket answer to it, both in time order.
+    """
+    if turns.empty or not set(PAIR_COLUMNS) <= set(turns.columns):
+        return pd.DataFrame(columns=["index", "flow_id", "flow_id_post"])
     is_socket = turns["flow_id"].astype("str").str.contains("#", regex=False)
     is_post = (turns["stream_format"] == "websocket") & ~is_socket
-    if not is_post.any() or not is_socket.any():
-        return turns
-    # A regeneration re-asks with the same user message: the k-th POST for a user message is paired
-    # with the k-th socket answer to it, both in time order.
     key = ["conversation_id", "user_message_id", "nth"]
     posts = turns[is_post].sort_values("started_at")
     posts = posts.assign(nth=posts.groupby(key[:2], dropna=False).cumcount()).dropna(subset=key[:2])
     sockets = turns[is_socket].sort_values("started_at").reset_index()
     sockets = sockets.assign(nth=sockets.groupby(key[:2], dropna=False).cumcount())
-    joined = sockets.merge(posts, on=key, how="inner", suffixes=("", "_post"))
+    return sockets.merge(posts, on=key, how="inner", suffixes=("", "_post"))
+
+
+def merge_handoffs(turns: pd.DataFrame) -> pd.DataFrame:
+    """``conversation_turns`` with each hand-off POST folded into the WebSocket answer it started."""
+    joined = handoff_pairs(turns)
     if joined.empty:
         return turns
     out = turns.copy()

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from analyzer.analysis.handoff import handoff_pairs
 from analyzer.replay.sse_writer import Answer, ServedEvent, TextPiece
 from analyzer.store import Capture
 
@@ -220,10 +221,9 @@ def load_catalog(capture: Capture) -> Catalog:
     groups = _event_groups(capture)
 
     web: list[WebTurn] = []
-    for order, row in enumerate(_capture_order(capture.table("conversation_turns")).to_dict("records")):
+    turns_table = _capture_order(capture.table("conversation_turns"))
+    for order, row in enumerate(turns_table.to_dict("records")):
         row = {k: _val(v) for k, v in row.items()}
-        if row.get("action") == "read":  # a mapping read filed as a turn: a GET, nothing to stream
-            continue
         flow = flows.get(str(row["flow_id"]), {})
         events, _, timing = _events_for(groups.get(str(row["flow_id"])), {**flow, "started_at": flow.get("started_at") or row.get("started_at")})
         web.append(
@@ -241,7 +241,8 @@ def load_catalog(capture: Capture) -> Catalog:
                 user_message_id=row.get("user_message_id"), started_at=_epoch(row.get("started_at")),
             )
         )
-    web = merge_handoffs(web)
+    pairs = handoff_pairs(turns_table)
+    web = merge_handoffs(web, dict(zip(pairs["flow_id_post"].astype(str), pairs["flow_id"].astype(str), strict=True)))
 
     api: list[ApiCall] = []
     for order, row in enumerate(_capture_order(capture.table("api_calls")).to_dict("records")):
@@ -283,47 +284,36 @@ def load_catalog(capture: Capture) -> Catalog:
     return Catalog(web_turns=web, api_calls=api, models=models, capture=capture)
 
 
-def merge_handoffs(turns: list[WebTurn]) -> list[WebTurn]:
+def merge_handoffs(turns: list[WebTurn], answer_of: dict[str, str]) -> list[WebTurn]:
     """Join each conversation POST that handed its answer to a WebSocket with that answer.
 
-    The extractor records a WebSocket answer as its own turn (flow id ``<ws flow>#<n>``, joined to
-    the POST by the user message id). Served, the POST's own events (minus ``stream_handoff``,
-    which would send the client to a socket this server does not have, and its ``[DONE]``,
-    which would end the stream before the answer) are followed by the
-    socket's events, at their captured times counted from the POST. An answer without its POST
-    stays a turn of its own.
+    ``answer_of`` maps a POST's flow id to its socket answer's turn id (``<ws flow>#<n>``), as
+    ``analyzer.analysis.handoff.handoff_pairs`` pairs them. Served, the POST's own events (minus
+    ``stream_handoff``, which would send the client to a socket this server does not have, and its
+    ``[DONE]``, which would end the stream before the answer) are followed by the socket's events,
+    at their captured times counted from the POST. An answer without its POST stays a turn of its own.
     """
-    # As analyzer.analysis.handoff pairs them: on (conversation_id, user_message_id), the k-th POST
-    # with the k-th socket answer (a regeneration re-asks with the same user message).
-    answers: dict[tuple, list[WebTurn]] = {}
-    for t in sorted(turns, key=lambda t: (t.started_at is None, t.started_at or 0.0)):
-        if "#" in t.flow_id and t.user_message_id:
-            answers.setdefault((t.conversation_id, t.user_message_id), []).append(t)
+    by_id = {t.flow_id: t for t in turns}
     used: set[str] = set()
-    out: list[WebTurn] = []
-    for turn in sorted(turns, key=lambda t: (t.started_at is None, t.started_at or 0.0)):
-        queue = answers.get((turn.conversation_id, turn.user_message_id))
-        answer = None
-        if queue and "#" not in turn.flow_id and turn.stream_format == "websocket":
-            answer = queue.pop(0)
-        if answer is not None:
-            used.add(answer.flow_id)
-            shift = 0.0
-            if answer.started_at is not None and turn.started_at is not None:
-                shift = (answer.started_at - turn.started_at) * 1000.0
-            # The POST's own [DONE] would end the served stream before the socket's answer.
-            own = [e for e in turn.events if e.kind not in ("stream_handoff", "done")]
-            moved = [ServedEvent(e.offset_ms + shift, e.event, e.data, e.kind) for e in answer.events]
-            turn.events = own + moved
-            turn.timing = answer.timing if answer.timing != "captured" else turn.timing
-            turn.end_ms = max((e.offset_ms for e in turn.events), default=turn.end_ms)
-            turn.status_code = 200 if turn.status_code < 400 else turn.status_code
-            turn.note = f"answer read from WebSocket {answer.flow_id}; served as SSE"
-        out.append(turn)
-    kept = [t for t in out if t.flow_id not in used]
-    for order, t in enumerate(sorted(kept, key=lambda t: t.order)):
+    for turn in turns:
+        answer = by_id.get(answer_of.get(turn.flow_id, ""))
+        if answer is None:
+            continue
+        used.add(answer.flow_id)
+        shift = 0.0
+        if answer.started_at is not None and turn.started_at is not None:
+            shift = (answer.started_at - turn.started_at) * 1000.0
+        own = [e for e in turn.events if e.kind not in ("stream_handoff", "done")]
+        moved = [ServedEvent(e.offset_ms + shift, e.event, e.data, e.kind) for e in answer.events]
+        turn.events = own + moved
+        turn.timing = answer.timing if answer.timing != "captured" else turn.timing
+        turn.end_ms = max((e.offset_ms for e in turn.events), default=turn.end_ms)
+        turn.status_code = 200 if turn.status_code < 400 else turn.status_code
+        turn.note = f"answer read from WebSocket {answer.flow_id}; served as SSE"
+    kept = sorted((t for t in turns if t.flow_id not in used), key=lambda t: t.order)
+    for order, t in enumerate(kept):
         t.order = order
-    return sorted(kept, key=lambda t: t.order)
+    return kept
 
 
 def canonical_endpoint(path: object) -> str:
