@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from analyzer.analysis import charts, latency
-from analyzer.analysis.html_report import MAX_MESSAGE_CHARS, fmt_ms, render_html, report_from_frames
+from analyzer.analysis.html_report import MAX_MESSAGE_CHARS, fmt_ms, render_html
 from analyzer.analysis.report import build_report
 from analyzer.cli.options import write_output
 from analyzer.store import load_capture
@@ -118,9 +118,9 @@ def _section(html: str, name: str) -> str:
 
 
 def test_report_from_shared_frames_is_build_report(rich, empty_path):
-    assert report_from_frames(rich, latency.compute_latency(rich)) == build_report(rich)
+    assert build_report(rich, latency.compute_latency(rich)) == build_report(rich)
     empty = load_capture(empty_path)
-    assert report_from_frames(empty, latency.compute_latency(empty)) == build_report(empty)
+    assert build_report(empty, latency.compute_latency(empty)) == build_report(empty)
 
 
 def test_sections_in_order_each_with_a_caption(page):

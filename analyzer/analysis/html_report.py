@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
-from analyzer.analysis import charts, latency, telemetry
+from analyzer.analysis import charts, latency
 from analyzer.analysis import report as report_mod
 from analyzer.analysis.conversations import (
     MESSAGE_COLUMNS,
@@ -42,6 +42,7 @@ from analyzer.analysis.conversations import (
     conversation_from_frames,
     list_conversations,
 )
+from analyzer.analysis.render_report import format_span
 from analyzer.schema import TABLES
 from analyzer.store import Capture, CaptureError
 
@@ -55,21 +56,6 @@ MAX_MESSAGE_CHARS = 4000  # a transcript message longer than this is cut (the CL
 
 
 # -- the report and the frames, computed once ------------------------------------------------------
-
-
-def report_from_frames(capture: Capture, frames: dict[str, pd.DataFrame]) -> dict:
-    """``build_report(capture)`` with the latency block made from already computed ``frames``.
-
-    The same block functions as ``build_report``, so the dict is equal to it (a test checks); this
-    only saves the second pass over ``stream_events``.
-    """
-    return report_mod._clean({
-        "capture": report_mod.capture_block(capture),
-        "conversations": report_mod.conversations_block(capture),
-        "latency": latency.latency_block(frames["turns"], frames["itl_gaps"], frames["beacons"], frames["matches"],
-                                         frames["api"], frames["api_itl_gaps"]),
-        "telemetry": telemetry.telemetry_report(capture),
-    })
 
 
 # -- formatting -------------------------------------------------------------------------------------
@@ -92,18 +78,8 @@ def fmt_ms(value: float | None) -> str:
 
 
 def fmt_span(first: str | None, last: str | None) -> str:
-    """``3d 04h`` / ``2h 05m`` / ``4m 10s`` between two ISO times."""
-    if not first or not last:
-        return "–"
-    seconds = max(int((datetime.fromisoformat(last) - datetime.fromisoformat(first)).total_seconds()), 0)
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days}d {hours:02d}h"
-    if hours:
-        return f"{hours}h {minutes:02d}m"
-    return f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
+    """``3d 04h`` / ``2h 05m`` / ``4m 10s`` between two ISO times (the text report's format)."""
+    return format_span(first, last) or "–"
 
 
 def fmt_time(iso: str | pd.Timestamp | None) -> str:
@@ -486,7 +462,7 @@ def render_html(capture: Capture, report: dict | None = None, *, raster_n: int =
     """
     frames = latency.compute_latency(capture)
     if report is None:
-        report = report_from_frames(capture, frames)
+        report = report_mod.build_report(capture, frames)
     palette = Palette(sorted(report["latency"]["by_model"]))
     listing = list_conversations(capture)
     titles = listing.set_index("conversation_id")["title"] if len(listing) else pd.Series(dtype=object)
@@ -512,4 +488,4 @@ def render_html(capture: Capture, report: dict | None = None, *, raster_n: int =
     return _env().get_template("report.html.j2").render(**context)
 
 
-__all__ = ["render_html", "report_from_frames"]
+__all__ = ["render_html"]

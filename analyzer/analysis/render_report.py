@@ -68,10 +68,11 @@ def _when(iso: str | None) -> str:
     return datetime.fromisoformat(iso).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _span(first: str | None, last: str | None) -> str:
+def format_span(first: str | None, last: str | None) -> str:
+    """``3d 04h`` / ``2h 05m`` / ``4m 10s`` between two ISO times; empty when one is missing."""
     if not first or not last:
         return ""
-    seconds = int((datetime.fromisoformat(last) - datetime.fromisoformat(first)).total_seconds())
+    seconds = max(int((datetime.fromisoformat(last) - datetime.fromisoformat(first)).total_seconds()), 0)
     days, rest = divmod(seconds, 86400)
     hours, rest = divmod(rest, 3600)
     minutes, secs = divmod(rest, 60)
@@ -256,7 +257,7 @@ def report_blocks(report: dict) -> list[Block]:
         out.append(Para("This capture is empty: no flows, no conversation turns, no latency beacons, no API calls "
                         "and no analytics events. Nothing to report yet."))
         return out
-    span = _span(cap["first_at"], cap["last_at"])
+    span = format_span(cap["first_at"], cap["last_at"])
     out.append(Para(f"{_plural(cap['flows'], 'flow')} from {_when(cap['first_at'])} to {_when(cap['last_at'])} UTC"
                     + (f" ({span})" if span else "") + f"; {_plural(cap['errors'], 'extraction error')}."))
     out += _latency_blocks(report["latency"])

@@ -105,12 +105,18 @@ def _clean(obj: Any) -> Any:
     return obj
 
 
-def build_report(capture: Capture) -> dict:
-    """The report as a plain dict with exactly the keys capture, conversations, latency, telemetry."""
+def build_report(capture: Capture, frames: dict[str, pd.DataFrame] | None = None) -> dict:
+    """The report as a plain dict with exactly the keys capture, conversations, latency, telemetry.
+
+    ``frames`` (from ``latency.compute_latency(capture)``) may be passed in by a caller that needs
+    them too (the HTML report draws them), so ``stream_events`` is read once.
+    """
+    f = frames if frames is not None else latency.compute_latency(capture)
     report = {
         "capture": capture_block(capture),
         "conversations": conversations_block(capture),
-        "latency": latency.latency_report(capture),
+        "latency": latency.latency_block(f["turns"], f["itl_gaps"], f["beacons"], f["matches"], f["api"],
+                                         f["api_itl_gaps"]),
         "telemetry": telemetry.telemetry_report(capture),
     }
     return _clean(report)
