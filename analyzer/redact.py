@@ -22,7 +22,7 @@ _SECRET_HEADER = re.compile(
 _SECRET_KEY = re.compile(
     r"^(arkose_token|token|access_token|accesstoken|refresh_token|id_token|session_token|api_key|apikey"
     r"|password|secret|client_secret|authorization|.*_token|proof_token|turnstile_token|conduit_token"
-    r"|sentinel_token|key)$",
+    r"|sentinel_token|private_key|secret_key|access_key)$",
     re.I,
 )
 # Query parameters that carry credentials (Azure's api-key, Statsig's client key is public: kept).
