@@ -56,7 +56,8 @@ def check_golden(name: str, text: str) -> None:
     assert text == path.read_text(encoding="utf-8")
 
 
-def test_list_text_one_line_per_conversation(capture):
+def test_list_text_one_line_per_conversation(capture, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")  # a terminal 80 columns wide
     lines = ok(capture).splitlines()
     assert len(lines) == 3  # header + one per conversation
     assert lines[1].startswith(HAIKU) and lines[2].startswith(KYOTO)

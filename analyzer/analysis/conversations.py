@@ -27,6 +27,8 @@ from typing import Any
 
 import pandas as pd
 
+from analyzer.analysis.handoff import merge_handoffs
+
 log = logging.getLogger(__name__)
 
 # The web app's placeholder parent for the first message of a new chat; here it also names the
@@ -49,6 +51,7 @@ MESSAGE_COLUMNS = [
 TURN_COLUMNS = [
     "flow_id", "conversation_id", "action", "model_slug", "parent_message_id", "user_message_id",
     "user_text", "assistant_message_id", "assistant_text", "status", "title", "started_at", "ttft_ms",
+    "stream_format",
 ]
 READ_COLUMNS = ["flow_id", "conversation_id", "title", "current_node", "read_at"]
 LIST_COLUMNS = ["conversation_id", "title", "turns", "messages", "models", "first_at", "last_at"]
@@ -180,8 +183,9 @@ def _isin(values: pd.Series, allowed) -> pd.Series:
 
 
 def _load(capture) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    return (capture.table("messages", MESSAGE_COLUMNS), capture.table("conversation_turns", TURN_COLUMNS),
-            capture.table("conversation_reads", READ_COLUMNS))
+    # A POST that handed its answer to a WebSocket and that answer are one turn (TTFT from the POST).
+    turns = merge_handoffs(capture.table("conversation_turns", TURN_COLUMNS))
+    return capture.table("messages", MESSAGE_COLUMNS), turns, capture.table("conversation_reads", READ_COLUMNS)
 
 
 def _no_reads() -> pd.DataFrame:

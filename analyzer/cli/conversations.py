@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import click
 
@@ -45,7 +46,10 @@ def command(capture, conversation_id: str | None, fmt: str, branch: str, output:
             elif fmt == "markdown":
                 text = conv_lib.render_list_markdown(listing)
             else:
-                text = conv_lib.render_list_text(listing)
+                # Full ids leave little room at 80 columns: use $COLUMNS or the terminal's width, and
+                # cut nothing when the output goes to a file or a pipe.
+                width = shutil.get_terminal_size((200, 24)).columns
+                text = conv_lib.render_list_text(listing, width=max(width, 80))
         else:
             if fmt == "openai" and branch != "active":
                 raise click.ClickException("--format openai takes the active branch only (drop --branch all)")
