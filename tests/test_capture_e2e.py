@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import ssl
 import statistics
 import threading
@@ -245,3 +246,16 @@ def test_fifty_concurrent_streams_land_on_their_own_flows(tmp_path, origin, mitm
         assert texts == turn.assistant_text == client_text
         offsets = [r.offset_ms for r in rows]
         assert offsets == sorted(offsets)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_clean_stop_writes_everything_at_once(tmp_path, origin, mitmdump_factory, sig):
+    capture_path = tmp_path / "stop.parquet"
+    # A flush interval far longer than the test: only the stop itself can have written the rows.
+    proxy = mitmdump_factory(script=ADDON, options={"capture_path": capture_path, "capture_flush_ms": 600_000})
+    record = run_session(origin.url, proxy=proxy.proxy_url, verify=trust(proxy), formats=("v1",), n_turns=2,
+                         analytics=False, api=False, delays=(20, 5))
+    assert load_capture(capture_path).table("conversation_turns").empty
+    assert proxy.stop(sig) == 0
+    turns = load_capture(capture_path).table("conversation_turns")
+    assert set(record.cf_rays) == set(turns.cf_ray)
