@@ -259,3 +259,25 @@ def test_clean_stop_writes_everything_at_once(tmp_path, origin, mitmdump_factory
     assert proxy.stop(sig) == 0
     turns = load_capture(capture_path).table("conversation_turns")
     assert set(record.cf_rays) == set(turns.cf_ray)
+
+
+def test_answers_on_a_socket_that_stays_open_are_written_as_they_finish(tmp_path, origin, mitmdump_factory):
+    """2025–26: the celsius socket stays open all session; a crash must not take its answers along."""
+    from tests.origin.session import Session, _secrets
+
+    capture_path = tmp_path / "open-socket.parquet"
+    flush_ms = 300
+    proxy = mitmdump_factory(script=ADDON, options={"capture_path": capture_path, "capture_flush_ms": flush_ms})
+    session = Session(origin.url, proxy=proxy.proxy_url, verify=trust(proxy), http2=False, delays=(40, 5),
+                      secrets=_secrets(SECRETS), encoding=None, extra_headers=None, timeout=30)
+    try:
+        session.chat("celsius", 2)  # the socket is left open
+        time.sleep(3 * flush_ms / 1000)
+        proxy.kill()
+    finally:
+        session.close()
+    streams = [s for s in session.record.conversation_streams if s.fmt == "celsius"]
+    turns = load_capture(capture_path).table("conversation_turns")
+    socket_turns = turns[turns.flow_id.str.contains("#")]
+    assert sorted(socket_turns.assistant_text) == sorted(s.text for s in streams)
+    assert len(socket_turns) == len(set(socket_turns.flow_id)) == len(streams)  # each answer once

@@ -107,6 +107,12 @@ class ChatGPTCapture:
             self._submit(flow)
 
     @_guarded
+    def websocket_message(self, flow: http.HTTPFlow) -> None:
+        # Only a queue put here: the worker decides whether the frame finished an answer.
+        if self.pipeline is not None and flow.websocket is not None and not flow.websocket.messages[-1].from_client:
+            self.pipeline.submit_frame(flow)
+
+    @_guarded
     def websocket_end(self, flow: http.HTTPFlow) -> None:
         self._submit(flow)
 

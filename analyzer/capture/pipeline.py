@@ -15,8 +15,9 @@ from pathlib import Path
 
 from mitmproxy import http
 
-from analyzer.extract import extract_flow
+from analyzer.extract import WebSocketAnswers, extract_finished_answers, extract_flow
 from analyzer.store.writer import CaptureWriter
+from analyzer.streams.websocket import sse_text_from_frame
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,7 @@ class CapturePipeline:
         self.source = source
         self.flows_seen = 0
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._sockets: dict[str, WebSocketAnswers] = {}  # open sockets that carry answers (worker only)
         self._thread = threading.Thread(target=self._run, name="chatwire-extract", daemon=True)
         self._thread.start()
 
@@ -40,20 +42,40 @@ class CapturePipeline:
         return self.writer.path
 
     def submit(self, flow: http.HTTPFlow) -> None:
-        self._queue.put(flow)
+        """A finished flow (a WebSocket: closed)."""
+        self._queue.put((False, flow))
+
+    def submit_frame(self, flow: http.HTTPFlow) -> None:
+        """A WebSocket frame arrived: answers it finishes are written without waiting for the close."""
+        self._queue.put((True, flow))
 
     def _run(self) -> None:
         while True:
-            flow = self._queue.get()
-            if flow is _STOP:
+            item = self._queue.get()
+            if item is _STOP:
                 return
+            is_frame, flow = item
             try:
-                rows = extract_flow(flow, source=self.source, redact=self.redact, all_flows=self.all_flows)
+                if is_frame:
+                    rows = self._socket_progress(flow)
+                else:
+                    answers = self._sockets.pop(flow.id, None)
+                    rows = extract_flow(flow, source=self.source, redact=self.redact, all_flows=self.all_flows,
+                                        websocket_answers=answers)
+                    self.flows_seen += 1
                 if any(rows.values()):
                     self.writer.add(rows)
-                    self.flows_seen += 1
             except Exception:  # extract_flow does not raise; this guards the thread regardless
                 log.exception("chatwire: extraction of flow %s failed", getattr(flow, "id", "?"))
+
+    def _socket_progress(self, flow: http.HTTPFlow) -> dict:
+        answers = self._sockets.get(flow.id)
+        if answers is None:
+            last = flow.websocket.messages[-1] if flow.websocket and flow.websocket.messages else None
+            if last is None or last.from_client or sse_text_from_frame(last.content) is None:
+                return {}  # not (yet) a socket that carries answers
+            answers = self._sockets[flow.id] = WebSocketAnswers(flow)
+        return extract_finished_answers(answers, redact=self.redact)
 
     def close(self) -> None:
         """Extract what is queued, then write everything: called on a clean stop."""

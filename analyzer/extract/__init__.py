@@ -20,7 +20,7 @@ from analyzer.extract.common import ExtractError
 from analyzer.extract.conversation import extract_conversation_read, extract_conversation_turn
 from analyzer.extract.flows import flow_row
 from analyzer.extract.rows import Rows, new_rows
-from analyzer.extract.websocket import extract_websocket, is_conversation_websocket
+from analyzer.extract.websocket import WebSocketAnswers, extract_websocket, is_conversation_websocket
 from analyzer.redact import redact_rows
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,8 @@ EXTRACTORS: dict[str, Extractor] = {
     kinds.API: extract_api_call,
 }
 
-__all__ = ["EXTRACTORS", "ExtractError", "Rows", "extract_flow", "flow_kind", "new_rows"]
+__all__ = ["EXTRACTORS", "ExtractError", "Rows", "WebSocketAnswers", "extract_finished_answers", "extract_flow",
+           "flow_kind", "new_rows"]
 
 
 def flow_kind(flow: http.HTTPFlow) -> str | None:
@@ -47,8 +48,26 @@ def flow_kind(flow: http.HTTPFlow) -> str | None:
     return kinds.recognise(flow.request.method, flow.request.path)
 
 
-def extract_flow(flow: http.HTTPFlow, *, source: str, redact: bool = True, all_flows: bool = False) -> Rows:
-    """Rows for every table from one finished flow (empty when the flow is not ours)."""
+def extract_finished_answers(answers: WebSocketAnswers, *, redact: bool = True) -> Rows:
+    """Rows of the answers a still-open WebSocket has finished since the last call (live capture)."""
+    rows = new_rows()
+    try:
+        answers.feed()
+        answers.rows(rows, redact)
+    except Exception as exc:  # the socket's end retries with everything; note it and go on
+        log.debug("websocket progress of %s failed: %s", answers.flow.id, exc)
+        return new_rows()
+    if redact:
+        redact_rows(rows)
+    return rows
+
+
+def extract_flow(flow: http.HTTPFlow, *, source: str, redact: bool = True, all_flows: bool = False,
+                 websocket_answers: WebSocketAnswers | None = None) -> Rows:
+    """Rows for every table from one finished flow (empty when the flow is not ours).
+
+    ``websocket_answers``: the live pipeline's reader of this socket, whose answers already given
+    out (as they finished) are not given again."""
     rows = new_rows()
     try:
         kind = flow_kind(flow)
@@ -62,6 +81,10 @@ def extract_flow(flow: http.HTTPFlow, *, source: str, redact: bool = True, all_f
     except Exception as exc:
         rows["errors"].append({"flow_id": flow.id, "stage": "flow", "error": f"{type(exc).__name__}: {exc}"})
     extractor = EXTRACTORS.get(kind) if kind else None
+    if kind == kinds.CONVERSATION_WEBSOCKET and websocket_answers is not None:
+        def extractor(f: http.HTTPFlow, r: Rows, redact_: bool) -> None:
+            websocket_answers.feed()
+            websocket_answers.rows(r, redact_, final=True)
     if extractor is not None:
         # A failing extractor never costs the flow row or other flows: the rows it produced
         # before failing are kept, and an errors row says where it stopped.
