@@ -5,6 +5,8 @@ from __future__ import annotations
 import signal
 import ssl
 import statistics
+import subprocess
+import sys
 import threading
 import time
 from collections import defaultdict
@@ -281,3 +283,15 @@ def test_answers_on_a_socket_that_stays_open_are_written_as_they_finish(tmp_path
     socket_turns = turns[turns.flow_id.str.contains("#")]
     assert sorted(socket_turns.assistant_text) == sorted(s.text for s in streams)
     assert len(socket_turns) == len(set(socket_turns.flow_id)) == len(streams)  # each answer once
+
+
+@pytest.mark.parametrize(("option", "message"), [
+    ("capture_path=/proc/no-such-dir/c.parquet", "cannot write the capture at /proc/no-such-dir/c.parquet"),
+    ("capture_flush_ms=0", "capture_flush_ms must be a positive number"),
+])
+def test_bad_options_stop_mitmdump_with_one_clear_line(tmp_path, option, message):
+    mitmdump = Path(sys.executable).parent / "mitmdump"
+    proc = subprocess.run([str(mitmdump), "-q", "--listen-port", "0", "--set", f"confdir={tmp_path}",
+                           "-s", str(ADDON), "--set", option], capture_output=True, text=True, timeout=60)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and message in out and "Traceback" not in out

@@ -68,20 +68,26 @@ class ChatGPTCapture:
         if self.pipeline is not None and not (updated & keys):
             return
         if ctx.options.capture_flush_ms <= 0:
-            from mitmproxy import exceptions
-
-            raise exceptions.OptionsError("capture_flush_ms must be a positive number of milliseconds")
+            # An error logged at start-up makes mitmdump exit, with this one line and no traceback.
+            log.error("chatwire: capture_flush_ms must be a positive number of milliseconds, not %s",
+                      ctx.options.capture_flush_ms)
+            return
         if self.pipeline is not None:
             self.pipeline.close()
         if not ctx.options.capture_redact:
             log.warning("chatwire: capture_redact is off: credentials will be written to %s",
                         ctx.options.capture_path)
-        self.pipeline = CapturePipeline(
-            ctx.options.capture_path,
-            flush_ms=ctx.options.capture_flush_ms,
-            redact=ctx.options.capture_redact,
-            all_flows=ctx.options.capture_all_flows,
-        )
+        try:
+            self.pipeline = CapturePipeline(
+                ctx.options.capture_path,
+                flush_ms=ctx.options.capture_flush_ms,
+                redact=ctx.options.capture_redact,
+                all_flows=ctx.options.capture_all_flows,
+            )
+        except OSError as exc:  # an unwritable path: one clear line (mitmdump exits at start-up)
+            self.pipeline = None
+            log.error("chatwire: cannot write the capture at %s: %s", ctx.options.capture_path, exc.strerror or exc)
+            return
         log.info("chatwire: capturing to %s", self.pipeline.path)
 
     @_guarded
