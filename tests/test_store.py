@@ -12,6 +12,7 @@ from pathlib import Path
 
 import duckdb
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -116,3 +117,62 @@ def test_kill_9_loses_nothing_older_than_flush_interval(tmp_path):
     assert must_have and must_have <= ids
     for part in (capture / "flows").glob("*.parquet"):
         pq.read_metadata(part)  # every visible part is a whole Parquet file
+
+
+def _capture_with_parts(path: Path, n: int) -> None:
+    for i in range(n):
+        with CaptureWriter(path) as writer:
+            writer.add({"flows": [{"flow_id": f"f{i}", "kind": "api", "started_at": 1700000000.0 + i}]})
+
+
+def test_compaction_merges_parts_and_keeps_every_row(tmp_path):
+    from analyzer.store.compact import compact_capture, visible_parts
+
+    path = tmp_path / "c.parquet"
+    _capture_with_parts(path, 5)
+    before = load_capture(path).table("flows").sort_values("flow_id").reset_index(drop=True)
+    assert len(visible_parts(path / "flows")) == 6  # the empty part and five parts
+    merged = compact_capture(path)
+    assert merged["flows"] == 6 and len(visible_parts(path / "flows")) == 1
+    after = load_capture(path).table("flows").sort_values("flow_id").reset_index(drop=True)
+    pd.testing.assert_frame_equal(before, after)
+    assert len(pd.read_parquet(path / "flows")) == 5  # foreign readers see the same
+
+
+def test_compaction_interrupted_by_a_crash_counts_rows_once_and_is_finished_on_open(tmp_path):
+    import json as _json
+
+    from analyzer.store.compact import visible_parts
+
+    path = tmp_path / "c.parquet"
+    _capture_with_parts(path, 3)
+    flows = path / "flows"
+    sources = [p.name for p in visible_parts(flows)]
+    # the state after step 2 of a compaction: merged part visible, sources not yet deleted
+    table = pa.concat_tables([pq.read_table(flows / s, schema=TABLES["flows"]) for s in sources])
+    pq.write_table(table, flows / "part-9999999999999-compact-deadbeef.parquet")
+    (flows / ".compact-deadbeef.json").write_text(_json.dumps(
+        {"merged": "part-9999999999999-compact-deadbeef.parquet", "sources": sources}))
+    assert sorted(load_capture(path).table("flows").flow_id) == ["f0", "f1", "f2"]
+    CaptureWriter(path).close()  # opening the capture finishes the job
+    assert [p.name for p in visible_parts(flows)] == ["part-9999999999999-compact-deadbeef.parquet"]
+    assert not list(flows.glob(".compact-*"))
+    # a crash before the merged part became visible: the journal alone changes nothing
+    (flows / ".compact-cafe.json").write_text(_json.dumps({"merged": "part-never-written.parquet",
+                                                            "sources": ["part-9999999999999-compact-deadbeef.parquet"]}))
+    assert sorted(load_capture(path).table("flows").flow_id) == ["f0", "f1", "f2"]
+
+
+def test_analyze_compact_command(tmp_path):
+    from click.testing import CliRunner
+
+    from analyzer.cli import main
+
+    path = tmp_path / "c.parquet"
+    _capture_with_parts(path, 3)
+    result = CliRunner().invoke(main, ["compact", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "flows: 4 parts merged into 1" in result.output
+    assert sorted(load_capture(path).table("flows").flow_id) == ["f0", "f1", "f2"]
+    bad = CliRunner().invoke(main, ["compact", str(tmp_path / "missing")])
+    assert bad.exit_code != 0 and "does not exist" in bad.output

@@ -81,4 +81,4 @@ class CapturePipeline:
         """Extract what is queued, then write everything: called on a clean stop."""
         self._queue.put(_STOP)
         self._thread.join(timeout=60)
-        self.writer.close()
+        self.writer.close(compact=True)

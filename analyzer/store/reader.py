@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 
 from analyzer.schema import TABLES
+from analyzer.store.compact import superseded_parts
 
 
 class CaptureError(Exception):
@@ -19,7 +20,8 @@ class CaptureError(Exception):
 
 
 def _part_files(table_dir: Path) -> list[str]:
-    return sorted(str(p) for p in table_dir.glob("*.parquet") if not p.name.startswith((".", "_")))
+    skip = superseded_parts(table_dir)  # a compaction interrupted by a crash: count its rows once
+    return sorted(str(p) for p in table_dir.glob("*.parquet") if not p.name.startswith((".", "_")) and p.name not in skip)
 
 
 @dataclass

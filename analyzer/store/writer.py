@@ -20,23 +20,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from analyzer.schema import TABLES, empty_table, rows_to_table
+from analyzer.store.compact import compact_capture, recover
+from analyzer.store.files import fsync_dir
 
 log = logging.getLogger(__name__)
 
 Rows = Mapping[str, list[dict]]
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+STALE_TMP_S = 600
 
 
 def write_part(directory: Path, table: pa.Table, name: str) -> Path:
@@ -49,7 +39,7 @@ def write_part(directory: Path, table: pa.Table, name: str) -> Path:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, final)
-    _fsync_dir(directory)
+    fsync_dir(directory)
     return final
 
 
@@ -59,8 +49,15 @@ def init_capture(path: Path) -> None:
     for name in TABLES:
         table_dir = path / name
         table_dir.mkdir(exist_ok=True)
-        for stale in table_dir.glob(".*.tmp"):  # left by a crash mid-write: never renamed, never read
-            stale.unlink(missing_ok=True)
+        # Temp files left by a crash mid-write (never renamed, never read); recent ones may belong to
+        # another writer working on this capture right now, so only old ones go.
+        for stale in table_dir.glob(".*.tmp"):
+            try:
+                if time.time() - stale.stat().st_mtime > STALE_TMP_S:
+                    stale.unlink(missing_ok=True)
+            except OSError:
+                pass
+        recover(table_dir)
         if not any(table_dir.glob("*.parquet")):
             write_part(table_dir, empty_table(name), "part-00000000-empty.parquet")
 
@@ -151,13 +148,19 @@ class CaptureWriter:
             except Exception:  # a full disk must not kill the thread: try again next tick
                 log.exception("chatwire: flush to %s failed", self.path)
 
-    def close(self) -> None:
-        """Stop the background thread and write what is left."""
+    def close(self, *, compact: bool = False) -> None:
+        """Stop the background thread and write what is left; ``compact`` then merges each table's
+        parts into one (a clean stop of a live capture does, see ``analyzer.store.compact``)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
             self._thread = None
         self.flush()
+        if compact:
+            try:
+                compact_capture(self.path)
+            except Exception:  # the capture is whole without it: compaction only tidies
+                log.exception("chatwire: compacting %s failed (the capture is complete as it is)", self.path)
 
     def __enter__(self) -> CaptureWriter:
         return self

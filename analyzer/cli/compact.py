@@ -1,0 +1,27 @@
+"""``analyze compact``: merge a capture's many small part files into one per table."""
+
+from __future__ import annotations
+
+import click
+
+from analyzer.cli.options import capture_arguments
+from analyzer.store import Capture
+from analyzer.store.compact import compact_capture
+
+
+@click.command("compact")
+@capture_arguments
+def command(capture: Capture) -> None:
+    """Merge the part files of each table of CAPTURE into one (crash-safe; rows unchanged).
+
+    A live capture writes a small part file per table at every flush; a clean stop of the addon
+    compacts already, this does it for a capture whose proxy was killed, or after imports.
+
+    \b
+    Example:
+        analyze compact captures/mine.parquet
+    """
+    for path in capture.paths:
+        for name, merged in compact_capture(path).items():
+            if merged:
+                click.echo(f"{path}/{name}: {merged} parts merged into 1")

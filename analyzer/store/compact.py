@@ -1,0 +1,104 @@
+"""Compaction: the many small part files of a long capture merged into one per table.
+
+A live capture writes a part per table and flush (every ``capture_flush_ms / 2`` while traffic
+flows), which over hours makes thousands of small files that every reader must open. Compaction
+merges them, streaming one part at a time (memory: one part, not the table), and stays
+crash-safe through a journal:
+
+1. ``.compact-<id>.json`` (hidden) names the merged file and its sources; written atomically.
+2. The merged part is written (hidden temp file, fsync, rename): from here the rows are on disk
+   twice, and the journal says which copy wins.
+3. The sources are deleted, then the journal.
+
+After a crash between 2 and 3, ``recover`` (run whenever a writer opens the capture, and by
+``analyze compact``) finishes the job; ``analyzer``'s reader skips the journal's sources meanwhile,
+so it never counts a row twice. A crash before 2 leaves only a hidden journal: nothing changed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import uuid
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from analyzer.schema import TABLES
+from analyzer.store.files import fsync_dir
+
+log = logging.getLogger(__name__)
+
+JOURNAL_GLOB = ".compact-*.json"
+
+
+def visible_parts(table_dir: Path) -> list[Path]:
+    return sorted(p for p in table_dir.glob("*.parquet") if not p.name.startswith((".", "_")))
+
+
+def superseded_parts(table_dir: Path) -> set[str]:
+    """Names of parts that a finished merge replaced but a crash left behind (readers skip them)."""
+    names: set[str] = set()
+    for journal in table_dir.glob(JOURNAL_GLOB):
+        try:
+            entry = json.loads(journal.read_text())
+        except (OSError, ValueError):
+            continue
+        if (table_dir / entry.get("merged", "")).is_file():
+            names.update(entry.get("sources", []))
+    return names
+
+
+def recover(table_dir: Path) -> None:
+    """Finish or forget a compaction that a crash interrupted."""
+    for journal in table_dir.glob(JOURNAL_GLOB):
+        try:
+            entry = json.loads(journal.read_text())
+        except (OSError, ValueError):
+            journal.unlink(missing_ok=True)
+            continue
+        if (table_dir / entry.get("merged", "")).is_file():
+            for name in entry.get("sources", []):
+                (table_dir / name).unlink(missing_ok=True)
+            fsync_dir(table_dir)
+        journal.unlink(missing_ok=True)
+
+
+def compact_table(table_dir: Path, name: str, *, min_parts: int = 2) -> int:
+    """Merge the visible parts of one table into one; returns how many parts were merged."""
+    recover(table_dir)
+    parts = visible_parts(table_dir)
+    if len(parts) < min_parts:
+        return 0
+    schema = TABLES[name]
+    ident = uuid.uuid4().hex[:8]
+    merged = f"part-{time.time_ns() // 1_000_000:013d}-compact-{ident}.parquet"
+    journal = table_dir / f".compact-{ident}.json"
+    journal_tmp = table_dir / f".compact-{ident}.json.tmp"
+    journal_tmp.write_text(json.dumps({"merged": merged, "sources": [p.name for p in parts]}))
+    with open(journal_tmp, "rb+") as fh:
+        os.fsync(fh.fileno())
+    os.replace(journal_tmp, journal)
+    tmp = table_dir / f".{merged}.tmp"
+    with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+        for part in parts:
+            table = pq.read_table(part, schema=schema)
+            if table.num_rows:
+                writer.write_table(table, row_group_size=1_000_000)
+    with open(tmp, "rb+") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, table_dir / merged)
+    fsync_dir(table_dir)
+    for part in parts:
+        part.unlink(missing_ok=True)
+    fsync_dir(table_dir)
+    journal.unlink(missing_ok=True)
+    return len(parts)
+
+
+def compact_capture(path: str | os.PathLike) -> dict[str, int]:
+    """Compact every table of a capture; returns parts merged per table."""
+    root = Path(path)
+    return {name: compact_table(root / name, name) for name in TABLES if (root / name).is_dir()}
