@@ -53,22 +53,23 @@ def _dedupe(capture: Capture, frame: pd.DataFrame) -> pd.DataFrame:
     return frame.drop_duplicates(ignore_index=True) if len(capture.paths) > 1 and len(frame) else frame
 
 
+def _events(capture: Capture, table: str, page_column: str) -> pd.DataFrame:
+    """An analytics table with ``host`` filled and ``conversation_id`` also taken from the page."""
+    frame = _dedupe(capture, capture.table(table, COLUMNS[table])).copy()
+    frame["host"] = frame["host"].fillna(UNKNOWN_HOST)
+    from_page = frame[page_column].astype("str").str.extract(_CONVERSATION_IN_PATH, expand=False)
+    frame["conversation_id"] = frame["conversation_id"].fillna(from_page)
+    return frame
+
+
 def segment_events(capture: Capture) -> pd.DataFrame:
     """Segment events with ``host`` filled and ``conversation_id`` also taken from ``page_path``."""
-    seg = _dedupe(capture, capture.table("segment_events", COLUMNS["segment_events"])).copy()
-    seg["host"] = seg["host"].fillna(UNKNOWN_HOST)
-    from_path = seg["page_path"].astype("str").str.extract(_CONVERSATION_IN_PATH, expand=False)
-    seg["conversation_id"] = seg["conversation_id"].fillna(from_path)
-    return seg
+    return _events(capture, "segment_events", "page_path")
 
 
 def statsig_events(capture: Capture) -> pd.DataFrame:
     """Statsig events with ``host`` filled and ``conversation_id`` also taken from ``current_page``."""
-    st = _dedupe(capture, capture.table("statsig_events", COLUMNS["statsig_events"])).copy()
-    st["host"] = st["host"].fillna(UNKNOWN_HOST)
-    from_page = st["current_page"].astype("str").str.extract(_CONVERSATION_IN_PATH, expand=False)
-    st["conversation_id"] = st["conversation_id"].fillna(from_page)
-    return st
+    return _events(capture, "statsig_events", "current_page")
 
 
 def _from_columns(frame: pd.DataFrame, source: str, columns: dict[str, str]) -> pd.DataFrame:
