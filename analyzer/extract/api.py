@@ -83,7 +83,7 @@ def extract_api_call(flow: http.HTTPFlow, rows: Rows, redact: bool) -> None:
         pass
     elif is_event_stream(flow):
         timed = response_events(flow)
-        event_rows, _ = stream_rows(flow.id, timed.events, start, redact, feed=stream.feed)
+        event_rows = stream_rows(flow.id, timed.events, start, redact, stream.feed)
         rows["stream_events"].extend(event_rows)
         ttft, e2e, n_text = turn_timing(event_rows)
         call.update(ttft_ms=ttft, e2e_ms=e2e, n_events=len(event_rows), n_text_events=n_text,

@@ -96,8 +96,7 @@ def event_data(data: str, redact: bool) -> str:
 
 @dataclass
 class TimedEvents:
-    events: list[SSEEvent]
-    timed: bool  # True when arrival times come from the per-chunk record
+    events: list[SSEEvent]  # ``at`` is None throughout when the flow has no per-chunk record
     error: str | None = None
 
 
@@ -118,9 +117,8 @@ def response_events(flow: http.HTTPFlow) -> TimedEvents:
     """Every SSE event of the response, each stamped with the arrival of the chunk that completed it."""
     response = flow.response
     raw = (response.raw_content if response is not None else None) or b""
-    timed = bool(chatwire_meta(flow).get("chunks"))
     if len(raw) > MAX_PARSE_BYTES:
-        return TimedEvents([], timed, f"stream of {len(raw)} bytes is too large to parse")
+        return TimedEvents([], f"stream of {len(raw)} bytes is too large to parse")
     parser = SSEParser()
     events: list[SSEEvent] = []
     last_at: float | None = None
@@ -132,9 +130,9 @@ def response_events(flow: http.HTTPFlow) -> TimedEvents:
         events.extend(parser.feed(decoder.finish(), last_at))
     except BodyDecodeError as exc:
         events.extend(parser.close(last_at))
-        return TimedEvents(events, timed and last_at is not None, str(exc))
+        return TimedEvents(events, str(exc))
     events.extend(parser.close(last_at))
-    return TimedEvents(events, timed and last_at is not None)
+    return TimedEvents(events)
 
 
 def offset_ms(at: float | None, start: float) -> float | None:

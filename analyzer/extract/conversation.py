@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from mitmproxy import http
 
 from analyzer.extract.common import (
@@ -18,7 +20,7 @@ from analyzer.extract.common import (
 )
 from analyzer.extract.rows import Rows
 from analyzer.recognise import conversation_id_from_read
-from analyzer.streams.conversation import ConversationStream, message_text
+from analyzer.streams.conversation import ConversationStream, EventInfo, message_text
 from analyzer.streams.sse import SSEEvent
 
 
@@ -52,13 +54,12 @@ def message_row(message: dict, *, conversation_id: str | None, parent_id: str | 
 
 
 def stream_rows(flow_id: str, events: list[SSEEvent], start: float, redact: bool,
-                stream: ConversationStream | None = None, feed=None) -> tuple[list[dict], list]:
-    """``stream_events`` rows for a list of SSE events fed through ``feed`` (a stream's ``feed``)."""
-    feed = feed or stream.feed
-    rows, infos = [], []
+                feed: Callable[[str, str | None], EventInfo]) -> list[dict]:
+    """``stream_events`` rows for SSE events interpreted by ``feed`` (a stream's ``feed``);
+    offsets count from ``start``."""
+    rows = []
     for seq, event in enumerate(events):
         info = feed(event.data, event.event)
-        infos.append(info)
         rows.append(
             {
                 "flow_id": flow_id,
@@ -73,7 +74,7 @@ def stream_rows(flow_id: str, events: list[SSEEvent], start: float, redact: bool
                 "n_bytes": event.n_bytes,
             }
         )
-    return rows, infos
+    return rows
 
 
 def turn_timing(rows: list[dict]) -> tuple[float | None, float | None, int]:
@@ -158,7 +159,7 @@ def extract_conversation_turn(flow: http.HTTPFlow, rows: Rows, redact: bool) -> 
     elif is_event_stream(flow):
         timed = response_events(flow)
         stream = ConversationStream()
-        event_rows, infos = stream_rows(flow.id, timed.events, start, redact, stream)
+        event_rows = stream_rows(flow.id, timed.events, start, redact, stream.feed)
         rows["stream_events"].extend(event_rows)
         ttft, e2e, n_text = turn_timing(event_rows)
         answer = stream.answer() or {}

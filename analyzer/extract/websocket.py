@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from mitmproxy import http
 
-from analyzer.extract.common import event_data, offset_ms
-from analyzer.extract.conversation import infer_status, stream_messages, turn_timing
+from analyzer.extract.conversation import infer_status, stream_messages, stream_rows, turn_timing
 from analyzer.extract.rows import Rows
 from analyzer.streams.conversation import ConversationStream, message_text
 from analyzer.streams.sse import SSEParser
@@ -89,14 +88,7 @@ def extract_websocket(flow: http.HTTPFlow, rows: Rows, redact: bool) -> None:
 def _answer_rows(flow: http.HTTPFlow, turn: dict, rows: Rows, redact: bool) -> None:
     turn_id = f"{flow.id}#{turn['n']}"
     stream = ConversationStream()
-    event_rows = []
-    for seq, event in enumerate(turn["events"]):
-        info = stream.feed(event.data, event.event)
-        event_rows.append(
-            {"flow_id": turn_id, "seq": seq, "at": event.at, "offset_ms": offset_ms(event.at, turn["start"]),
-             "event": event.event, "type": info.type, "message_id": info.message_id, "text": info.text,
-             "data": event_data(event.data, redact), "n_bytes": event.n_bytes}
-        )
+    event_rows = stream_rows(turn_id, turn["events"], turn["start"], redact, stream.feed)
     rows["stream_events"].extend(event_rows)
     ttft, e2e, n_text = turn_timing(event_rows)
     answer = stream.answer() or {}

@@ -217,7 +217,7 @@ def attempt_rows(attempt: Attempt, *, redact: bool = True) -> tuple[dict[str, li
     if attempt.done:
         events.append(SSEEvent(data="[DONE]", at=attempt.ended_at, n_bytes=14))
     fid = attempt.flow_id
-    event_rows, _ = stream_rows(fid, events, start, redact, feed=stream.feed)
+    event_rows = stream_rows(fid, events, start, redact, stream.feed)
     ttft, e2e, n_text = turn_timing(event_rows)
     url = urlsplit(attempt.url)
     body = {"model": attempt.model, "messages": attempt.messages, "stream": True, "stream_options": {"include_usage": True}}
