@@ -29,8 +29,7 @@ from mitmproxy import http
 from analyzer.recognise import recognise
 from analyzer.schema import TABLES
 from analyzer.sources import Source, SourceError, find_sources, iter_items
-from analyzer.store import CaptureError, CaptureWriter, load_capture
-from analyzer.store.writer import init_capture
+from analyzer.store.writer import CaptureWriter, init_capture
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +84,8 @@ class ImportSummary:
 
 def _existing_ids(target: Path) -> tuple[set[str], set[str]]:
     """Ids already in the capture at ``target``: of its flows, and of entries that failed to import."""
+    from analyzer.store.reader import CaptureError, load_capture  # pandas: only when appending
+
     try:
         capture = load_capture(target, require_all=False)
         ids = set(capture.table("flows", ["flow_id"])["flow_id"].dropna())
@@ -161,7 +162,7 @@ def import_sources(
     readable = 0  # sources that gave at least one item or ended cleanly
 
     tmp = target.parent / f".{target.name}.import-{uuid.uuid4().hex[:8]}"
-    writer = CaptureWriter(tmp)
+    writer = CaptureWriter(tmp, one_part=True)  # one file per table: the directory is published whole
     try:
         for source in sources:
             before = done
@@ -187,6 +188,7 @@ def import_sources(
         else:
             os.rename(tmp, target)
     except BaseException:
+        writer.abandon()
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     log.info("import: %s", summary.line())

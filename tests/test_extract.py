@@ -12,7 +12,7 @@ from mitmproxy import websocket
 
 from analyzer.extract import extract_flow
 from analyzer.recognise import recognise
-from analyzer.redact import PLACEHOLDER
+from analyzer.redact import PLACEHOLDER, redact_rows, redact_string
 from tests.flows_factory import make_flow
 
 STREAMS = Path(__file__).parent / "fixtures" / "streams"
@@ -252,3 +252,44 @@ def test_unrecognised_flows_only_with_all_flows():
     assert not any(extract_flow(flow, source="proxy").values())
     rows = extract_flow(flow, source="proxy", all_flows=True)
     assert rows["flows"][0]["kind"] == "other" and not rows["errors"]
+
+
+def test_redact_rows_scrubs_the_one_cell_with_a_token_in_any_row_shape():
+    jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.c2lnbmF0dXJl"
+    rows = {
+        "stream_events": [{"data": "plain", "n": 1}] * 500 + [{"data": f"x {jwt} y", "n": 2}, {"other": "sk-" + "a" * 20}],
+        "flows": [{"url": "https://a/b", "n": None}, {"url": "Bearer abcdefghijk", "extra": 3}],
+        "errors": [],
+        "messages": [{"text": "lone \udc80 surrogate, Bearer abcdefghijk"}],  # orjson cannot write it
+    }
+    expected = {t: [{k: redact_string(v) if isinstance(v, str) else v for k, v in r.items()} for r in rs]
+                for t, rs in rows.items()}
+    rows = {t: [dict(r) for r in rs] for t, rs in rows.items()}
+    redact_rows(rows)
+    assert rows == expected
+    assert rows["stream_events"][500]["data"] == f"x {PLACEHOLDER} y"
+    assert rows["stream_events"][501]["other"] == PLACEHOLDER
+    assert rows["flows"][1]["url"] == f"Bearer {PLACEHOLDER}"
+    assert rows["stream_events"][0]["data"] == "plain"
+    assert rows["messages"][0]["text"] == f"lone \udc80 surrogate, Bearer {PLACEHOLDER}"
+
+
+@pytest.mark.parametrize("key", [
+    "token", "Token", "arkose_token", "accessToken", "REFRESH_TOKEN", "api_key", "apiKey", "password",
+    "Password", "secret", "client_secret", "authorization", "Authorization", "private_key", "access_key",
+    "x_conduit_token", "to\\u006ben",
+])
+def test_event_data_redacts_every_secret_key_spelling(key):
+    from analyzer.extract.common import event_data
+
+    data = '{"type": "x", "' + key + '" : "s3cr3t-value", "text": "tokens and keys are words"}'
+    out = json.loads(event_data(data, redact=True))
+    assert "s3cr3t-value" not in json.dumps(out)
+    assert out["text"] == "tokens and keys are words"
+
+
+def test_event_data_leaves_text_mentioning_tokens_byte_for_byte():
+    from analyzer.extract.common import event_data
+
+    data = '{"v": " tokens, keys: a password \\"secret\\""}'
+    assert event_data(data, redact=True) == data

@@ -206,6 +206,28 @@ def test_kind_is_told_by_content_not_name(tmp_path):
     assert [p.name for p in skipped] == ["notes.har"] and errors == []
 
 
+@pytest.mark.parametrize("browser", BROWSERS)
+def test_flows_pass_mitmproxys_own_type_check(browser):
+    """entry_to_flow skips mitmproxy's per-field type check for speed: every field must still pass it."""
+    from dataclasses import fields
+
+    from mitmproxy.utils.typecheck import check_option_type
+
+    entries = json.loads((FIXTURES / f"{browser}.har").read_text())["log"]["entries"]
+    checked = 0
+    for i, entry in enumerate(entries):
+        f = entry_to_flow(entry, f"flow-{i}")
+        for message in (f.request, f.response):
+            if message is None:
+                continue
+            assert type(message.data) is (http.RequestData if message is f.request else http.ResponseData)
+            for field in fields(message.data):
+                check_option_type(field.name, getattr(message.data, field.name), field.type)
+                checked += 1
+        assert f.request.get_state() == http.Request.from_state(f.request.get_state()).get_state()
+    assert checked > 20 * len(entries) // 2
+
+
 # ---------------------------------------------------------------- whole files
 
 

@@ -61,6 +61,34 @@ def test_hidden_temporary_parts_are_ignored(tmp_path):
     assert len(load_capture(tmp_path / "c.parquet").table("errors")) == 1
 
 
+def test_one_part_writer_streams_flushes_into_one_file_published_on_close(tmp_path):
+    path = tmp_path / "c.parquet"
+    writer = CaptureWriter(path, one_part=True)
+    for batch in range(3):
+        writer.add({"flows": [{"flow_id": f"f{batch}-{i}", "started_at": 1700000000.0 + i} for i in range(4)],
+                    "errors": [{"flow_id": f"e{batch}", "stage": "import", "error": "x"}]})
+        writer.flush()
+    # nothing published yet: only the empty parts of a new capture are visible
+    assert len(load_capture(path).table("flows")) == 0
+    writer.close()
+    parts = sorted(p.name for p in (path / "flows").glob("part-*.parquet") if "empty" not in p.name)
+    assert len(parts) == 1 and not list((path / "flows").glob(".*.tmp"))
+    meta = pq.ParquetFile(path / "flows" / parts[0]).metadata
+    assert meta.num_row_groups == 3 and meta.num_rows == 12
+    capture = load_capture(path)
+    assert sorted(capture.table("flows").flow_id) == sorted(f"f{b}-{i}" for b in range(3) for i in range(4))
+    assert len(capture.table("errors")) == 3
+
+
+def test_one_part_writer_abandoned_leaves_no_file(tmp_path):
+    path = tmp_path / "c.parquet"
+    writer = CaptureWriter(path, one_part=True)
+    writer.add({"flows": [{"flow_id": "f"}]})
+    writer.flush()
+    writer.abandon()
+    assert not [p for p in path.rglob("*") if p.is_file() and "empty" not in p.name]
+
+
 def test_reader_errors_are_one_line(tmp_path):
     with pytest.raises(CaptureError, match="does not exist"):
         load_capture(tmp_path / "nope")

@@ -69,6 +69,26 @@ def test_sse_n_bytes_adds_up_to_the_body():
     assert sum(e.n_bytes for e in events) == len(body.encode())
 
 
+_SSE_LINES = st.sampled_from([
+    "data: x", "data:y", "data: ", "data", "event: delta", "event:", "event: a:b", "id: 7", "retry: 5",
+    ": comment", "", "", "", "data: {\"v\": \"é\"}", "other: z", " data: lead", "event: e\r", "data: \ufeff",
+])
+
+
+@settings(max_examples=300, deadline=None)
+@given(lines=st.lists(_SSE_LINES, max_size=30), newline_end=st.booleans())
+def test_whole_event_fast_path_matches_the_line_rules(lines, newline_end):
+    """Fed whole, the usual event shapes go through one regex; fed a character at a time, through
+    the line-by-line rules only. Both must give the same events, fields and byte counts."""
+    body = "\n".join(lines) + ("\n" if newline_end else "")
+    whole = SSEParser()
+    fast = whole.feed(body, at=1.0) + whole.close(at=1.0)
+    slow_parser = SSEParser()
+    slow = [e for ch in body for e in slow_parser.feed(ch, at=1.0)] + slow_parser.close(at=1.0)
+    assert fast == slow
+    assert sum(e.n_bytes for e in fast) <= len(body.encode())
+
+
 def _split(data: bytes, cuts: list[int]) -> list[bytes]:
     points = sorted({c % (len(data) + 1) for c in cuts})
     pieces, last = [], 0

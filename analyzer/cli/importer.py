@@ -8,8 +8,6 @@ from typing import TextIO
 
 import click
 
-from analyzer.importer import ImportFailed, import_sources
-
 MAX_ERRORS_SHOWN = 20
 
 
@@ -65,6 +63,8 @@ def command(sources: tuple[str, ...], capture: str, no_redact: bool, all_flows: 
     Example:
         analyze import ~/Downloads/chatgpt.com.har flows.mitm -o captures/mine.parquet
     """
+    from analyzer.importer import ImportFailed, import_sources  # mitmproxy: only when importing
+
     if no_redact:
         click.echo("warning: --no-redact: bearer tokens, cookies and other secrets will be stored "
                    "in the capture as they are", err=True)

@@ -7,8 +7,6 @@ from collections.abc import Callable, Sequence
 
 import click
 
-from analyzer.store import CaptureError, load_capture
-
 
 def capture_arguments(func: Callable) -> Callable:
     """One or more CAPTURE directories, combined, opened as an ``analyzer.store.Capture``."""
@@ -16,6 +14,8 @@ def capture_arguments(func: Callable) -> Callable:
     @click.argument("capture_paths", metavar="CAPTURE...", nargs=-1, required=True, type=click.Path())
     @functools.wraps(func)
     def wrapper(*args, capture_paths, **kwargs):
+        from analyzer.store import CaptureError, load_capture  # pandas: imported when a command runs
+
         try:
             capture = load_capture(capture_paths)
         except CaptureError as exc:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import gzip
-import json
 import re
 import zlib
 from urllib.parse import parse_qs, urlsplit
@@ -13,6 +12,7 @@ from mitmproxy import http
 
 from analyzer.extract.common import ExtractError, body_bytes, parse_time, str_or_none, to_json
 from analyzer.extract.rows import Rows
+from analyzer.json_codec import parse_json
 from analyzer.recognise import segment_endpoint
 
 _CONVERSATION_IN_PATH = re.compile(r"/c/([0-9A-Za-z][0-9A-Za-z-]{7,})")
@@ -31,7 +31,7 @@ def extract_segment(flow: http.HTTPFlow, rows: Rows, redact: bool) -> None:
     letter = segment_endpoint(flow.request.path)
     data = body_bytes(flow.request, "request")
     try:
-        body = json.loads(data)
+        body = parse_json(data)
     except ValueError as exc:
         raise ExtractError("request", f"Segment body is not JSON: {exc}") from exc
     if not isinstance(body, dict):
@@ -76,7 +76,7 @@ def decode_statsig_body(data: bytes, query: dict[str, list[str]]) -> object:
         stripped = data.strip()
         if stripped[:1] in (b"{", b"["):
             try:
-                return json.loads(stripped)
+                return parse_json(stripped)
             except ValueError as exc:
                 raise ExtractError("request", f"Statsig body is not JSON: {exc}") from exc
         if stripped[:2] == b"\x1f\x8b":

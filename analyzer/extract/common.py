@@ -10,7 +10,8 @@ from typing import Any
 
 from mitmproxy import http
 
-from analyzer.redact import redact_json, redact_string
+from analyzer.json_codec import parse_json
+from analyzer.redact import may_hold_secret_key, redact_json, redact_string
 from analyzer.streams.decoding import BodyDecodeError, BodyDecoder, decode_body_bytes
 from analyzer.streams.sse import SSEEvent, SSEParser
 
@@ -69,7 +70,7 @@ def json_body(message: http.Message, stage: str) -> Any:
     if not data.strip():
         raise ExtractError(stage, "empty body")
     try:
-        return json.loads(data)
+        return parse_json(data)
     except ValueError as exc:
         raise ExtractError(stage, f"body is not JSON: {exc}") from exc
 
@@ -86,8 +87,9 @@ def event_data(data: str, redact: bool) -> str:
     """An event's raw data for the ``data`` column: secrets scrubbed, shape kept."""
     if not redact:
         return data
-    if "token" in data or "key" in data:  # only then is a JSON round trip worth it
+    if may_hold_secret_key(data):  # only then is a JSON round trip worth it
         try:
+            # json, not parse_json: the text is written back, every number exactly as it came
             return json.dumps(redact_json(json.loads(data)), ensure_ascii=False, separators=(",", ":"))
         except ValueError:
             pass

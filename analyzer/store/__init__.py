@@ -1,6 +1,24 @@
-"""Where tables live on disk: the crash-safe Parquet writer and the capture reader."""
+"""Where tables live on disk: the crash-safe Parquet writer and the capture reader.
 
-from analyzer.store.reader import Capture, CaptureError, load_capture
-from analyzer.store.writer import CaptureWriter
+Names are imported lazily: the writer (live capture, import) does not need pandas, the reader does.
+"""
 
-__all__ = ["Capture", "CaptureError", "CaptureWriter", "load_capture"]
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "Capture": "analyzer.store.reader",
+    "CaptureError": "analyzer.store.reader",
+    "load_capture": "analyzer.store.reader",
+    "CaptureWriter": "analyzer.store.writer",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'analyzer.store' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

@@ -4,6 +4,10 @@ A capture is a directory (``something.parquet``) with one sub-directory per tabl
 writes one new part file per table that has new rows: written to a hidden temporary name,
 fsynced, then renamed into place, so a reader (or a ``kill -9``) only ever sees whole files.
 Hidden names (leading ``.``) are ignored by pyarrow, pandas, DuckDB and Spark alike.
+
+An import writes into a hidden staging directory that is published whole at the end, so its
+writer (``one_part=True``) streams each table's flushes as row groups into a single part file
+instead: fewer files to open, fsync and later read.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
+from typing import BinaryIO
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -69,8 +74,13 @@ class CaptureWriter:
     ``flush_ms / 2`` so that rows added more than ``flush_ms`` ago are always on disk.
     """
 
-    def __init__(self, path: str | os.PathLike, *, flush_ms: int | None = None) -> None:
+    def __init__(self, path: str | os.PathLike, *, flush_ms: int | None = None, one_part: bool = False) -> None:
+        """``one_part``: each table's flushes become row groups of one part file, published by
+        ``close`` (for a writer whose whole directory is published at once, as an import's is);
+        otherwise every flush publishes its own part files."""
         self.path = Path(path)
+        self.one_part = one_part
+        self._open_parts: dict[str, tuple[pq.ParquetWriter, BinaryIO, Path, Path]] = {}
         init_capture(self.path)
         self._pending: dict[str, list[dict]] = {name: [] for name in TABLES}
         self._lock = threading.Lock()
@@ -112,12 +122,46 @@ class CaptureWriter:
                 written += self._write("errors", rows_to_table("errors", rejected))
             return written
 
-    def _write(self, name: str, table: pa.Table) -> int:
+    def _part_name(self) -> str:
         self._seq += 1
-        part = f"part-{time.time_ns() // 1_000_000:013d}-{self._writer_id}-{self._seq:06d}.parquet"
-        write_part(self.path / name, table, part)
+        return f"part-{time.time_ns() // 1_000_000:013d}-{self._writer_id}-{self._seq:06d}.parquet"
+
+    def _write(self, name: str, table: pa.Table) -> int:
+        if not self.one_part:
+            write_part(self.path / name, table, self._part_name())
+        else:
+            if name not in self._open_parts:
+                part = self._part_name()
+                tmp = self.path / name / f".{part}.tmp"
+                fh = open(tmp, "wb")
+                self._open_parts[name] = (pq.ParquetWriter(fh, table.schema, compression="zstd"), fh, tmp,
+                                          self.path / name / part)
+            self._open_parts[name][0].write_table(table)
         self.rows_written[name] += table.num_rows
         return table.num_rows
+
+    def _publish_parts(self) -> None:
+        """Close the open part files (``one_part``): fsync, rename into place, fsync the directory."""
+        while self._open_parts:
+            _, (writer, fh, tmp, final) = self._open_parts.popitem()
+            with fh:
+                writer.close()
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, final)
+            fsync_dir(final.parent)
+
+    def abandon(self) -> None:
+        """Stop without publishing anything not yet published (an import that failed)."""
+        self._stop.set()
+        while self._open_parts:
+            _, (writer, fh, tmp, _final) = self._open_parts.popitem()
+            try:
+                writer.close()
+            except Exception:
+                pass
+            fh.close()
+            tmp.unlink(missing_ok=True)
 
     @staticmethod
     def _table(name: str, rows: list[dict], rejected: list[dict]) -> pa.Table | None:
@@ -156,6 +200,7 @@ class CaptureWriter:
             self._thread.join(timeout=30)
             self._thread = None
         self.flush()
+        self._publish_parts()
         if compact:
             try:
                 compact_capture(self.path)

@@ -8,10 +8,10 @@ which is what TTFT and inter-token latency are measured on.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from analyzer.json_codec import parse_json
 from analyzer.streams.delta_v1 import DeltaError, apply_delta
 
 VISIBLE_CONTENT_TYPES = frozenset({"text", "multimodal_text"})
@@ -81,6 +81,9 @@ class ConversationStream:
     _last_o: str = "add"
     _visible: bool | None = None  # is the current message a visible answer (cached)
     _prev_text: dict[str, str] = field(default_factory=dict)
+    # While the last delta appended a string to a text part: (parts list, index, message id), so
+    # the bare {"v": "..."} that follow (most of every answer) skip path resolution entirely.
+    _append_to: tuple[list, int, str | None] | None = None
 
     # -- feeding ----------------------------------------------------------------------------
     def feed(self, data: str, event: str | None = None) -> EventInfo:
@@ -89,7 +92,7 @@ class ConversationStream:
             self.done = True
             return EventInfo("done")
         try:
-            obj = json.loads(data)
+            obj = parse_json(data)
         except ValueError as exc:
             return self._error("invalid_json", f"event is not JSON: {exc}")
         if event == "delta_encoding":
@@ -132,9 +135,14 @@ class ConversationStream:
 
     # -- v1: deltas against the current message ----------------------------------------------
     def _delta(self, obj: dict) -> EventInfo:
+        value = obj.get("v")
+        if self._append_to is not None and type(value) is str and len(obj) == 1:
+            parts, index, message_id = self._append_to
+            parts[index] += value
+            return EventInfo("delta", message_id, (value or None) if self._visible else None)
+        self._append_to = None
         if self.format is None:
             self.format = "v1"
-        value = obj.get("v")
         has_p, has_o = "p" in obj, "o" in obj
         if not has_p and not has_o and isinstance(value, dict) and "message" in value:
             path, op = "", "add"  # a bare {"v": {"message": …}} starts a new message
@@ -155,6 +163,7 @@ class ConversationStream:
             if isinstance(parts, list) and index.isdigit() and int(index) < len(parts) \
                     and isinstance(parts[int(index)], str):
                 parts[int(index)] += value
+                self._append_to = (parts, int(index), message.get("id"))
                 return EventInfo("delta", message.get("id"), (value or None) if self._visible else None)
         before_visible = self._visible if self._visible is not None else is_visible_answer(message)
         text = self._appended_text(path, op, value) if before_visible else None

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 
+from analyzer.json_codec import parse_json
 from analyzer.streams.conversation import EventInfo
 
 
@@ -27,7 +27,7 @@ class ApiStream:
             self.done = True
             return EventInfo("done")
         try:
-            obj = json.loads(data)
+            obj = parse_json(data)
         except ValueError as exc:
             self.errors.append(f"event is not JSON: {exc}")
             return EventInfo("invalid_json", error=str(exc))

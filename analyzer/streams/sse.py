@@ -13,6 +13,9 @@ import re
 from dataclasses import dataclass
 
 _EOL = re.compile(r"\r\n|\r|\n")
+# One whole event of the shape nearly every stream uses: [event: NAME LF] data: DATA LF LF.
+# Only for text without CR (the caller checks); the optional space after the colon is the spec's.
+_WHOLE_EVENT = re.compile(r"(?:event: ?([^\n]*)\n)?data: ?([^\n]*)\n\n")
 
 
 @dataclass(slots=True)
@@ -58,7 +61,8 @@ class SSEParser:
         buf = self._tail + text
         events: list[SSEEvent] = []
         if "\r" not in buf:  # the common case, and much faster than the regex
-            lines = buf.split("\n")
+            pos = self._whole_events(buf, at, events)
+            lines = buf[pos:].split("\n")
             self._tail = lines.pop()
             for line in lines:
                 self._bytes += len(line.encode()) + 1 if not line.isascii() else len(line) + 1
@@ -74,6 +78,23 @@ class SSEParser:
             self._line(line, at, events)
         self._tail = buf[pos:]
         return events
+
+    def _whole_events(self, buf: str, at: float | None, events: list[SSEEvent]) -> int:
+        """Dispatch the leading run of events of the usual shape (an optional ``event:`` line, one
+        ``data:`` line, a blank line) in one regex match each; returns where line-by-line parsing
+        takes over. Only from a clean state, where the line rules give exactly the same event."""
+        if self._data or self._event is not None or self._retry is not None or self._bytes:
+            return 0
+        pos = 0
+        match = _WHOLE_EVENT.match
+        last_id = self._id
+        append = events.append
+        while m := match(buf, pos):
+            whole = m.group()
+            n_bytes = len(whole) if whole.isascii() else len(whole.encode())
+            append(SSEEvent(m.group(2), m.group(1), last_id, None, at, n_bytes))
+            pos = m.end()
+        return pos
 
     def close(self, at: float | None = None) -> list[SSEEvent]:
         """End of stream: an unterminated last line counts; an event without its blank line does not

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
+
+from analyzer.json_codec import parse_json
 
 
 def _item_text(obj: object) -> str | None:
@@ -46,7 +47,7 @@ def sse_text_from_frame(content: bytes | str) -> str | None:
     if not content.startswith(("{", "[")):
         return None
     try:
-        obj = json.loads(content)
+        obj = parse_json(content)
     except ValueError:
         return None
     items = obj if isinstance(obj, list) else [obj]
@@ -57,7 +58,7 @@ def sse_text_from_frame(content: bytes | str) -> str | None:
 def frame_turn_key(content: bytes | str) -> str | None:
     """An id that groups the frames of one answer when the carrier names one (response id/topic)."""
     try:
-        obj = json.loads(content)
+        obj = parse_json(content)
     except (ValueError, TypeError):
         return None
     if not isinstance(obj, dict):
