@@ -30,10 +30,6 @@ _SECRET_KEY = re.compile(
     r"|sentinel_token|private_key|secret_key|access_key)$",
     re.I,
 )
-# Every name _SECRET_KEY matches ends in one of these words: a JSON text in which none of them
-# is followed by a quote (lower-cased, and with no \u escape that could spell one) has no key
-# whose value redact_json would replace.
-_SECRET_KEY_ENDINGS = ('token"', 'key"', 'password"', 'secret"', 'authorization"')
 # Query parameters that carry credentials (Azure's api-key, Statsig's client key is public: kept).
 _SECRET_QUERY = re.compile(r"^(api[-_]?key|key|token|access_token|sig|signature|code|auth)$", re.I)
 _TOKEN_SHAPES = re.compile(
@@ -90,11 +86,17 @@ def redact_json(value: Any) -> Any:
 
 
 def may_hold_secret_key(json_text: str) -> bool:
-    """Whether a JSON text might have a key whose value ``redact_json`` would replace."""
+    """Whether a JSON text might have a key whose value ``redact_json`` would replace.
+
+    Every name ``_SECRET_KEY`` matches ends in token, key, password, secret or authorization: a
+    text in which none of them is followed by a quote (any case, and with no ``\\u`` escape that
+    could spell one) has no such key.
+    """
     if "\\u" in json_text:
         return True
     lower = json_text.lower()
-    return any(ending in lower for ending in _SECRET_KEY_ENDINGS)
+    return ('token"' in lower or 'key"' in lower or 'password"' in lower or 'secret"' in lower
+            or 'authorization"' in lower)
 
 
 def redact_string(text: str) -> str:

@@ -86,14 +86,15 @@ class SSEParser:
         if self._data or self._event is not None or self._retry is not None or self._bytes:
             return 0
         pos = 0
-        match = _WHOLE_EVENT.match
+        match = _WHOLE_EVENT.scanner(buf).match  # each match starts where the last one ended
         last_id = self._id
         append = events.append
-        while m := match(buf, pos):
-            whole = m.group()
-            n_bytes = len(whole) if whole.isascii() else len(whole.encode())
-            append(SSEEvent(m.group(2), m.group(1), last_id, None, at, n_bytes))
-            pos = m.end()
+        ascii_only = buf.isascii()
+        while m := match():
+            start, pos = m.span()
+            n_bytes = pos - start if ascii_only else len(m.group().encode())
+            name, data = m.groups()
+            append(SSEEvent(data, name, last_id, None, at, n_bytes))
         return pos
 
     def close(self, at: float | None = None) -> list[SSEEvent]:
