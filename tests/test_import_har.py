@@ -20,7 +20,8 @@ from analyzer.sources.har import EntryError, entry_to_flow, har_flow_id, har_tim
 from analyzer.store import load_capture
 
 FIXTURES = Path(__file__).parent / "fixtures" / "har"
-BROWSERS = ("chrome", "firefox", "safari")
+# Exporters whose fixture holds the same ChatGPT session (insomnia.har holds API calls instead).
+BROWSERS = ("chrome", "firefox", "safari", "charles", "fiddler")
 # What every fixture holds (see tests/fixtures/har/make_fixtures.py, which wrote them).
 V1_TEXT = "Here are three famous people."
 LEGACY_TEXT = "Hello! How can I help?"
@@ -206,7 +207,7 @@ def test_kind_is_told_by_content_not_name(tmp_path):
     assert [p.name for p in skipped] == ["notes.har"] and errors == []
 
 
-@pytest.mark.parametrize("browser", BROWSERS)
+@pytest.mark.parametrize("browser", [*BROWSERS, "insomnia"])
 def test_flows_pass_mitmproxys_own_type_check(browser):
     """entry_to_flow skips mitmproxy's per-field type check for speed: every field must still pass it."""
     from dataclasses import fields
@@ -285,6 +286,26 @@ def test_fixture_timings_from_har_and_null_event_times(imported):
     ws_ids = set(flows.loc[flows["kind"] == "conversation_websocket", "flow_id"])
     sse = events[~events["flow_id"].str.split("#").str[0].isin(ws_ids)]
     assert len(sse) > 0 and sse["at"].isna().all()  # HAR has no per-event timing: none invented
+
+
+def test_api_client_export_gives_api_calls_with_usage_and_no_key(tmp_path):
+    out = tmp_path / "c"
+    summary = import_sources([FIXTURES / "insomnia.har"], out)
+    assert summary.recognised == {"api": 2} and summary.errors == []
+    capture = load_capture(out)
+    calls = capture.table("api_calls").sort_values("started_at")
+    assert list(calls["endpoint"]) == ["/v1/chat/completions", "/v1/responses"]
+    assert list(calls["response_text"]) == ["Hi there", "Hello world"]
+    assert list(calls["model"]) == ["gpt-4o-mini-2024-07-18", "gpt-4.1-mini"]  # the model that answered
+    assert list(calls["total_tokens"]) == [11, 7]
+    assert list(calls["finish_reason"])[0] == "stop"
+    assert calls["ttft_ms"].isna().all()  # HAR: no per-event times, so no TTFT invented
+    flows = capture.table("flows")
+    assert list(flows["ttfb_ms"]) == [0.0, 0.0] and list(flows["duration_ms"]) == [0.0, 0.0]
+    key = "sk-proj-abcdefghijklmnopqrstuvwxyz0123456789"
+    for path in out.rglob("*.parquet"):
+        assert key.encode() not in path.read_bytes()
+    assert key not in capture.table("flows")["request_headers"].str.cat()
 
 
 def test_chrome_websocket_frames_keep_their_times(tmp_path):
