@@ -11,7 +11,7 @@ Names are imported lazily so that the addon, which needs only the extraction pat
 
 from __future__ import annotations
 
-import importlib
+from analyzer.lazy_exports import lazy_getattr
 
 _EXPORTS = {
     "load_capture": "analyzer.store",
@@ -33,8 +33,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'analyzer' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_getattr('analyzer', _EXPORTS)

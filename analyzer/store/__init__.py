@@ -5,7 +5,7 @@ Names are imported lazily: the writer (live capture, import) does not need panda
 
 from __future__ import annotations
 
-import importlib
+from analyzer.lazy_exports import lazy_getattr
 
 _EXPORTS = {
     "Capture": "analyzer.store.reader",
@@ -17,8 +17,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'analyzer.store' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_getattr('analyzer.store', _EXPORTS)
