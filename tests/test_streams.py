@@ -244,3 +244,42 @@ def test_websocket_frames_both_generations():
     assert sse_text_from_frame(frame_2025.encode()) == sse
     assert sse_text_from_frame(f"[{frame_2025}, {frame_2025}]") == sse + sse  # batched items
     assert sse_text_from_frame('{"type": "ack"}') is None and sse_text_from_frame(b"\xff\x00") is None
+
+
+class _NoAppendCache(ConversationStream):
+    """The same interpreter with the cached append target switched off: every delta resolves its path."""
+
+    def _delta(self, obj):
+        self._append_to = None
+        return super()._delta(obj)
+
+
+_PART = "/message/content/parts/0"
+_V1_EVENTS = st.one_of(
+    st.builds(lambda t: ("delta", {"v": t}), st.text(max_size=3)),
+    st.builds(lambda t: ("delta", {"p": _PART, "o": "append", "v": t}), st.text(max_size=3)),
+    st.builds(lambda t: ("delta", {"v": t, "c": 3}), st.text(max_size=3)),
+    st.builds(lambda i, r: ("delta", {"p": "", "o": "add", "v": {"message": {
+        "id": f"m{i}", "author": {"role": r}, "content": {"content_type": "text", "parts": [""]},
+        "recipient": "all", "metadata": {}}}}), st.integers(0, 3), st.sampled_from(["assistant", "tool"])),
+    st.builds(lambda t: ("delta", {"p": _PART, "o": "replace", "v": t}), st.text(max_size=3)),
+    st.builds(lambda v: ("delta", {"p": "/message/recipient", "o": "replace", "v": v}), st.sampled_from(["all", "x"])),
+    st.builds(lambda t: ("delta", {"p": "", "o": "patch", "v": [
+        {"p": _PART, "o": "append", "v": t}, {"p": "/message/status", "o": "replace", "v": "done"}]}),
+        st.text(max_size=3)),
+    st.just(("delta", {"p": "/message/content/parts", "o": "append", "v": ["new part"]})),
+    st.just((None, {"type": "message_marker", "marker": "user_visible_token"})),
+    st.just(("delta", {"v": 5})),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(events=st.lists(_V1_EVENTS, max_size=25))
+def test_cached_append_target_changes_nothing(events):
+    """Any sequence of v1 events gives the same event infos and messages with and without the cache."""
+    with_cache, without = ConversationStream(), _NoAppendCache()
+    for name, obj in [("delta_encoding", "v1"), *events]:
+        data = json.dumps(obj)
+        assert with_cache.feed(data, name) == without.feed(data, name)
+    assert with_cache.messages == without.messages
+    assert with_cache.errors == without.errors
