@@ -32,5 +32,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-__getattr__ = lazy_getattr('analyzer', _EXPORTS)
+__getattr__ = lazy_getattr("analyzer", _EXPORTS)

@@ -1,6 +1,7 @@
 """Where tables live on disk: the crash-safe Parquet writer and the capture reader.
 
-Names are imported lazily: the writer (live capture, import) does not need pandas, the reader does.
+Names are imported lazily, so that importing the package (the CLI's start, ``analyze --help``) does
+not import the reader's pandas.
 """
 
 from __future__ import annotations
@@ -16,5 +17,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-__getattr__ = lazy_getattr('analyzer.store', _EXPORTS)
+__getattr__ = lazy_getattr("analyzer.store", _EXPORTS)
