@@ -61,6 +61,20 @@ class EventInfo:
     error: str | None = None
 
 
+def event_json(data: str, errors: list[str]) -> Any:
+    """The JSON value of one event's data, or the ``EventInfo`` that ends its interpretation:
+    ``done`` for ``[DONE]``, ``invalid_json`` (its message added to ``errors``) for anything else
+    that is not JSON. Shared by the ChatGPT and the OpenAI-API stream interpreters."""
+    if data == "[DONE]":
+        return EventInfo("done")
+    try:
+        return parse_json(data)
+    except ValueError as exc:
+        message = f"event is not JSON: {exc}"
+        errors.append(message)
+        return EventInfo("invalid_json", error=message)
+
+
 @dataclass
 class ConversationStream:
     """State of one conversation answer stream."""
@@ -88,13 +102,10 @@ class ConversationStream:
     # -- feeding ----------------------------------------------------------------------------
     def feed(self, data: str, event: str | None = None) -> EventInfo:
         """Interpret one event (its ``data`` and SSE ``event`` name)."""
-        if data == "[DONE]":
-            self.done = True
-            return EventInfo("done")
-        try:
-            obj = parse_json(data)
-        except ValueError as exc:
-            return self._error("invalid_json", f"event is not JSON: {exc}")
+        obj = event_json(data, self.errors)
+        if isinstance(obj, EventInfo):
+            self.done = self.done or obj.type == "done"
+            return obj
         if event == "delta_encoding":
             self.format = "v1"
             return EventInfo("delta_encoding")

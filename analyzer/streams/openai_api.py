@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from analyzer.json_codec import parse_json
-from analyzer.streams.conversation import EventInfo
+from analyzer.streams.conversation import EventInfo, event_json
 
 
 @dataclass
@@ -23,14 +22,10 @@ class ApiStream:
     errors: list[str] = field(default_factory=list)
 
     def feed(self, data: str, event: str | None = None) -> EventInfo:
-        if data == "[DONE]":
-            self.done = True
-            return EventInfo("done")
-        try:
-            obj = parse_json(data)
-        except ValueError as exc:
-            self.errors.append(f"event is not JSON: {exc}")
-            return EventInfo("invalid_json", error=str(exc))
+        obj = event_json(data, self.errors)
+        if isinstance(obj, EventInfo):
+            self.done = self.done or obj.type == "done"
+            return obj
         if not isinstance(obj, dict):
             return EventInfo(event or "unknown")
         if self.endpoint == "responses":
