@@ -26,6 +26,8 @@ _SEGMENT = re.compile(r"/ces/v1/([tpigasb])/?$")
 _STATSIG = re.compile(r"/v1/rgstr/?$")
 _API_CHAT = re.compile(r"/chat/completions/?$")
 _API_RESPONSES = re.compile(r"/v1/responses/?$")
+# The Codex CLI and IDE extensions signed in with ChatGPT: Responses-API requests to chatgpt.com.
+_CODEX_RESPONSES = re.compile(r"/backend-api/codex/responses/?$")
 
 
 def strip_query(path: str) -> str:
@@ -45,7 +47,7 @@ def recognise(method: str, path: str) -> str | None:
             return SEGMENT
         if _STATSIG.search(path):
             return STATSIG
-        if _API_CHAT.search(path) or _API_RESPONSES.search(path):
+        if _API_CHAT.search(path) or _API_RESPONSES.search(path) or _CODEX_RESPONSES.search(path):
             return API
     elif method == "GET":
         match = _CONVERSATION_READ.search(path)
@@ -63,6 +65,18 @@ def segment_endpoint(path: str) -> str | None:
     """The Segment call letter of a ``/ces/v1/<letter>`` path (``b`` = batch)."""
     match = _SEGMENT.search(strip_query(path))
     return match.group(1) if match else None
+
+
+def is_stream_answer(content_type: str | None, accept: str | None) -> bool:
+    """True when a response is an event stream that must pass through chunk by chunk.
+
+    ``text/event-stream``, or no Content-Type at all on a request that asked for an event stream
+    (some Codex backend answers come without one, guide section 6a).
+    """
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    if media:
+        return media == "text/event-stream"
+    return "text/event-stream" in (accept or "").lower()
 
 
 def might_stream(method: str, path: str) -> bool:

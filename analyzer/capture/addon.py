@@ -16,8 +16,7 @@ from mitmproxy import ctx, http
 
 from analyzer.capture.pipeline import CapturePipeline
 from analyzer.capture.recorder import ChunkRecorder
-from analyzer.extract.common import media_type
-from analyzer.recognise import might_stream
+from analyzer.recognise import is_stream_answer, might_stream
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +37,10 @@ def _guarded(hook):
 
 
 class ChatGPTCapture:
-    """Times event-stream answers chunk by chunk as they pass, and hands finished flows on."""
+    """Times event-stream answers chunk by chunk as they pass, and hands finished flows on.
+
+    Every event-stream answer passes through chunk by chunk, recognised or not: a proxy that
+    buffered one would break the client's streaming."""
 
     def __init__(self) -> None:
         self.pipeline: CapturePipeline | None = None
@@ -92,12 +94,17 @@ class ChatGPTCapture:
 
     @_guarded
     def responseheaders(self, flow: http.HTTPFlow) -> None:
-        if flow.response is None or media_type(flow.response) != "text/event-stream":
+        response = flow.response
+        if response is None or not is_stream_answer(response.headers.get("content-type"),
+                                                     flow.request.headers.get("accept")):
             return
-        if not might_stream(flow.request.method, flow.request.path):
-            return  # not ours: left exactly as mitmproxy would handle it
-        existing = flow.response.stream
-        flow.response.stream = ChunkRecorder(flow, existing if callable(existing) else None)
+        existing = response.stream
+        if might_stream(flow.request.method, flow.request.path):
+            response.stream = ChunkRecorder(flow, existing if callable(existing) else None)
+        elif not existing:
+            # Not ours, but plain mitmproxy would buffer it whole (mitmproxy issue #4469):
+            # pass the bytes through untouched as they come.
+            response.stream = True
 
     @_guarded
     def response(self, flow: http.HTTPFlow) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 from mitmproxy import http
 
 from analyzer.json_codec import parse_json
+from analyzer.recognise import is_stream_answer
 from analyzer.redact import may_hold_secret_key, redact_json, redact_string
 from analyzer.streams.decoding import BodyDecodeError, BodyDecoder, decode_body_bytes
 from analyzer.streams.sse import SSEEvent, SSEParser
@@ -45,7 +46,10 @@ def media_type(message: http.Message | None) -> str:
 
 
 def is_event_stream(flow: http.HTTPFlow) -> bool:
-    return media_type(flow.response) == "text/event-stream"
+    """The response is an event stream (see ``analyzer.recognise.is_stream_answer``)."""
+    if flow.response is None:
+        return False
+    return is_stream_answer(header(flow.response, "content-type"), header(flow.request, "accept"))
 
 
 def request_start(flow: http.HTTPFlow) -> float:

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
+from tests.origin import codex, history2026, ollama, telemetry2026
 from tests.origin import formats as F
 from tests.origin.certs import CertPaths, generate_certs
 
@@ -56,6 +57,11 @@ DEFAULT_DELAYS: tuple[float, float] = (150.0, 20.0)
 FORMATS = ("legacy", "v1", "ws2024", "celsius")
 IATA = ("SIN", "KIX", "MIA", "FRA", "AMS", "LHR", "IAD", "SJC", "NRT", "CDG", "MBA", "SEA", "ORD", "BOM")
 EVENT_STREAM = "text/event-stream; charset=utf-8"
+
+# Route modules for the 2026 formats (guide section 6): each has ``async handle_http(app, req, send)
+# -> bool`` (True: answered) and optionally ``async handle_websocket(app, scope, receive, send, path)
+# -> bool`` (called after the connect message was received).
+ROUTE_MODULES = (codex, history2026, telemetry2026, ollama)
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict]]
@@ -298,17 +304,21 @@ class OriginApp:
                      status=status, http_version=req.http_version, **extra)
 
     async def stream(self, req: Request, send: Send, events: list[F.WireEvent], *, cf_ray: str | None = None,
-                     content_type: str = EVENT_STREAM, extra: dict | None = None) -> None:
+                     content_type: str | None = EVENT_STREAM, extra: dict | None = None,
+                     headers_extra: list[tuple[str, str]] | None = None) -> None:
         """Send ``events`` one per chunk at their scheduled times, logging each hand-off to the transport."""
         first, gap = req.delays(self.delays)
         offsets = F.schedule(events, first, gap)
         encoder = Encoder(encoding_for(req))
         drop_at = len(events) // 2 if req.headers.get("x-origin-fail") == "drop-mid-stream" else None
-        headers = [("content-type", content_type), ("cache-control", "no-cache"), ("x-request-id", req.rid)]
+        headers = [("cache-control", "no-cache"), ("x-request-id", req.rid)]
+        if content_type:  # None: no Content-Type at all, as some Codex backend answers come (guide 6a)
+            headers.insert(0, ("content-type", content_type))
         if cf_ray:
             headers.append(("cf-ray", cf_ray))
         if encoder.name != "identity":
             headers.append(("content-encoding", encoder.name))
+        headers.extend(headers_extra or [])
         self._log_request(req, 200, cf_ray=cf_ray, n_events=len(events), encoding=encoder.name, **(extra or {}))
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(k.encode(), v.encode()) for k, v in headers]})
@@ -345,6 +355,9 @@ class OriginApp:
         if path.startswith("/_origin/"):
             await self._origin_route(req, send)
             return
+        for module in ROUTE_MODULES:  # the 2026 formats, one module per area
+            if await module.handle_http(self, req, send):
+                return
         m = re.fullmatch(r"/backend-(?:api|anon)/(f/)?conversation(/resume|/prepare)?", path)
         if m and method == "POST":
             if m.group(2) == "/prepare":
@@ -436,6 +449,13 @@ class OriginApp:
             self._log_request(req, 200, n_bytes=len(req.body))
             await self._json(send, 200, {"n_bytes": len(req.body), "sha256": hashlib.sha256(req.body).hexdigest(),
                                          "headers": req.headers})
+        elif path == "/_origin/sse":
+            # An event stream on a path chatwire does not recognise; ``content_type=none`` sends
+            # it without a Content-Type header. Used to check that no stream is ever held back.
+            n = _int(req.query.get("n"), 10)
+            ctype = req.query.get("content_type", EVENT_STREAM)
+            events = [F.WireEvent(F.sse({"type": "tick", "i": i}), text=f"{i}", kind="tick") for i in range(n)]
+            await self.stream(req, send, events, content_type=None if ctype == "none" else ctype)
         elif path == "/_origin/garbage":
             n = _int(req.query.get("n"), 64 * 1024)
             rng = random.Random(_int(req.query.get("seed"), 1))
@@ -679,6 +699,10 @@ class OriginApp:
         query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
         offered = scope.get("subprotocols") or []
         self.log.add(kind="ws_connect", t=time.time(), path=path)
+        for module in ROUTE_MODULES:
+            handler = getattr(module, "handle_websocket", None)
+            if handler is not None and await handler(self, scope, receive, send, path):
+                return
         if path.startswith("/client/hubs/"):
             accept: dict = {"type": "websocket.accept"}
             if F.WEBPUBSUB_SUBPROTOCOL in offered:
