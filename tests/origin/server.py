@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
-from tests.origin import codex, history2026, ollama, telemetry2026
+from tests.origin import codex, codex_ws, history2026, ollama, telemetry2026
 from tests.origin import formats as F
 from tests.origin.certs import CertPaths, generate_certs
 
@@ -61,7 +61,7 @@ EVENT_STREAM = "text/event-stream; charset=utf-8"
 # Route modules for the 2026 formats (guide section 6): each has ``async handle_http(app, req, send)
 # -> bool`` (True: answered) and optionally ``async handle_websocket(app, scope, receive, send, path)
 # -> bool`` (called after the connect message was received).
-ROUTE_MODULES = (codex, history2026, telemetry2026, ollama)
+ROUTE_MODULES = (codex, codex_ws, history2026, telemetry2026, ollama)
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict]]
