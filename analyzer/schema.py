@@ -76,6 +76,7 @@ TABLES: dict[str, pa.Schema] = {
         ("cf_ray", STR),
         ("path", STR),
         ("error", STR),
+        ("client_contextual_info", STR),
     ),
     # One row per sighting of a message (request, stream, mapping read); analysis de-duplicates.
     "messages": _schema(

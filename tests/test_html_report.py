@@ -22,6 +22,7 @@ import pytest
 
 from analyzer.analysis import charts, latency
 from analyzer.analysis.html_report import MAX_MESSAGE_CHARS, fmt_ms, render_html
+from analyzer.analysis.privacy import privacy_audit
 from analyzer.analysis.report import build_report
 from analyzer.cli.options import write_output
 from analyzer.store import load_capture
@@ -29,7 +30,8 @@ from tests.capture_factory import merge
 from tests.test_latency import T0, known_rows, write_capture
 from tests.test_telemetry import telemetry_rows
 
-SECTIONS = ["summary", "ttft", "itl", "raster", "beacon-vs-wire", "conversations", "telemetry", "api", "errors"]
+SECTIONS = ["summary", "ttft", "itl", "raster", "beacon-vs-wire", "conversations", "telemetry", "privacy", "api",
+            "errors"]
 CHART_SECTIONS = ["ttft", "itl", "raster", "beacon-vs-wire", "telemetry", "api"]
 CONV_L = "c1c1c1c1-0000-4000-8000-0000000000l1"
 TITLE_L = "Trip to Lisbon"
@@ -210,6 +212,16 @@ def test_telemetry_and_errors(rich, page):
         assert f"<td><code>{ident['kind']}</code></td><td>{ident['host']}</td>" in tel
     errors = _section(page, "errors")
     assert "extract" in errors and "upstream closed early" in errors and "fapi2" in errors
+
+
+def test_privacy_section(rich, page):
+    section = _section(page, "privacy")
+    audit = privacy_audit(rich)
+    for host in audit.hosts.itertuples(index=False):
+        assert f"<td>{host.host}</td><td>{host.party}</td>" in section
+    for link in audit.links.itertuples(index=False):
+        assert f"<td><code>{link.kind}</code></td>" in section
+    assert len(audit.links) and "No identifier value went to more than one recipient" not in section
 
 
 def test_empty_capture_says_so_in_sentences(empty_path):

@@ -42,6 +42,7 @@ from analyzer.analysis.conversations import (
     conversation_from_frames,
     list_conversations,
 )
+from analyzer.analysis.privacy import privacy_audit
 from analyzer.analysis.render_report import format_span
 from analyzer.schema import TABLES
 from analyzer.store import Capture, CaptureError
@@ -478,6 +479,7 @@ def render_html(capture: Capture, report: dict | None = None, *, raster_n: int =
         "conversations_total": len(listing),
         "telemetry": telemetry_chart(report, top_n),
         "identifiers": report["telemetry"]["identifiers"],
+        "privacy": privacy_audit(capture).to_dict(),
         "api": api_section(report, frames, palette),
         "errors": error_groups(capture),
         "error_count": report["capture"]["errors"],

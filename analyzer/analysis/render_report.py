@@ -302,8 +302,13 @@ def _text_table(t: Table, width: int = 80) -> list[str]:
 
 def render_text(report: dict) -> str:
     """A terminal-friendly report: aligned tables, readable at 80 columns."""
+    return blocks_to_text(report_blocks(report))
+
+
+def blocks_to_text(blocks: list[Block]) -> str:
+    """Headings, sentences and aligned tables for a terminal (any command's blocks)."""
     lines: list[str] = []
-    for block in report_blocks(report):
+    for block in blocks:
         if isinstance(block, Heading):
             if lines and lines[-1] != "":
                 lines.append("")
@@ -336,8 +341,13 @@ def _md_cell(cell: str) -> str:
 
 def render_markdown(report: dict) -> str:
     """GitHub-flavoured Markdown: the same blocks as the text format, as headings and pipe tables."""
+    return blocks_to_markdown(report_blocks(report))
+
+
+def blocks_to_markdown(blocks: list[Block]) -> str:
+    """Blocks as GitHub-flavoured Markdown headings, paragraphs and pipe tables."""
     out: list[str] = []
-    for block in report_blocks(report):
+    for block in blocks:
         if isinstance(block, Heading):
             out += ["#" * block.level + " " + block.text, ""]
         elif isinstance(block, Para):
@@ -368,4 +378,4 @@ def render(report: dict, fmt: str = "text") -> str:
     raise ValueError(f"unknown report format {fmt!r} (choose from {', '.join(FORMATS)})")
 
 
-__all__ = ["FORMATS", "render", "render_json", "render_markdown", "render_text", "report_blocks"]
+__all__ = ["FORMATS", "Block", "Heading", "Para", "Table", "blocks_to_markdown", "blocks_to_text", "render", "render_json", "render_markdown", "render_text", "report_blocks"]

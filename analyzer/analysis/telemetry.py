@@ -32,13 +32,13 @@ COLUMNS: dict[str, list[str]] = {
 
 # Identifier kinds in report order; JSON keys are normalised (lower case, no '_'/'-') and looked up here.
 KINDS = ("user_id", "anonymous_id", "stable_id", "workspace_id", "account_id", "device_id", "session_id")
-_KEY_TO_KIND = {
+KEY_TO_KIND = {
     "userid": "user_id", "anonymousid": "anonymous_id", "stableid": "stable_id",
     "workspaceid": "workspace_id", "accountid": "account_id", "deviceid": "device_id", "oaidid": "device_id",
     "sessionid": "session_id",
 }
 # A string-valued JSON member whose key names an identifier, anywhere in the document (nested too).
-_ID_MEMBER = re.compile(
+ID_MEMBER = re.compile(
     r'"(?P<key>user_?id|anonymous_?id|stable_?id|workspace_?id|account_?id|device_?id|oai-did|session_?id)"'
     r'\s*:\s*"(?P<value>[^"\\]+)"',
     re.IGNORECASE,
@@ -90,13 +90,13 @@ def _from_json(frame: pd.DataFrame, source: str, columns: list[str]) -> pd.DataF
         text = frame[column].dropna().astype("str")
         if text.empty:
             continue
-        found = text.str.extractall(_ID_MEMBER)
+        found = text.str.extractall(ID_MEMBER)
         if found.empty:
             continue
         rows = found.index.get_level_values(0)
         key = found["key"].str.lower().str.replace(r"[_-]", "", regex=True)
         parts.append(pd.DataFrame({"event": rows, "host": frame.loc[rows, "host"].to_numpy(),
-                                   "kind": key.map(_KEY_TO_KIND).to_numpy(), "value": found["value"].to_numpy()}))
+                                   "kind": key.map(KEY_TO_KIND).to_numpy(), "value": found["value"].to_numpy()}))
     if not parts:
         return pd.DataFrame(columns=["event", "host", "kind", "value", "source"])
     out = pd.concat(parts, ignore_index=True)

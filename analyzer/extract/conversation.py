@@ -17,6 +17,7 @@ from analyzer.extract.common import (
     request_start,
     response_events,
     str_or_none,
+    to_json,
 )
 from analyzer.extract.rows import Rows
 from analyzer.recognise import conversation_id_from_read
@@ -110,6 +111,16 @@ def stream_messages(stream: ConversationStream, *, request_parents: dict[str, st
     return rows
 
 
+def client_context_json(body: dict, redact: bool) -> str | None:
+    """``client_contextual_info`` plus the request's ``timezone`` / ``timezone_offset_min``, as JSON."""
+    info = body.get("client_contextual_info")
+    context = dict(info) if isinstance(info, dict) else {}
+    for key in ("timezone", "timezone_offset_min"):
+        if key in body and key not in context:
+            context[key] = body[key]
+    return to_json(context, redact) if context else None
+
+
 def infer_status(stream: ConversationStream) -> str | None:
     answer = stream.answer()
     if answer is None:
@@ -150,6 +161,9 @@ def extract_conversation_turn(flow: http.HTTPFlow, rows: Rows, redact: bool) -> 
         "path": flow.request.path.split("?", 1)[0],
         "n_events": 0,
         "n_text_events": 0,
+        # What the page says about the browser (screen, page size, pixel ratio, dark mode): the
+        # fingerprinting surface of a privacy audit, with the request's timezone fields.
+        "client_contextual_info": client_context_json(body, redact),
     }
     response = flow.response
     errors = []

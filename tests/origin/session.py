@@ -65,6 +65,11 @@ USER_TEXTS = ("What does a proxy see of my chats?", "Explain streaming in two se
 # Records
 
 
+# What the page reports about the browser with every conversation POST (the real field's keys).
+CLIENT_CONTEXT = {"is_dark_mode": True, "time_since_loaded": 42, "page_height": 1021, "page_width": 1512,
+                  "pixel_ratio": 2, "screen_height": 982, "screen_width": 1512}
+
+
 @dataclass
 class ArrivedEvent:
     """One parsed SSE event (or WebSocket frame) and the wall time its last byte arrived."""
@@ -468,6 +473,7 @@ class Session:
             "timezone_offset_min": -60, "history_and_training_disabled": False,
             "conversation_mode": {"kind": "primary_assistant"}, "force_paragen": False,
             "arkose_token": self.s["arkose_body"], "websocket_request_id": str(uuid.uuid4()),
+            "client_contextual_info": dict(CLIENT_CONTEXT),
         }
         if action != "continue":
             body["messages"] = [{"id": user_id, "author": {"role": "user"}, "create_time": time.time(),
