@@ -190,39 +190,52 @@ def _cookie_kind(name: str) -> str:
     return "session_cookie" if _SESSION_COOKIE.search(name) else "cookie"
 
 
-def _sighting(kind, name, location, field, flow, value, at) -> dict:
-    return {"kind": kind, "name": name, "location": location, "field": field, "flow_id": flow.flow_id,
-            "host": flow.host, "endpoint": flow.path, "processor": None, "value": value, "at": at}
+def _sighting(kind, name, location, field, group, value) -> dict:
+    return {"kind": kind, "name": name, "location": location, "field": field, "host": group.host,
+            "endpoint": group.path, "processor": None, "value": value, "n": group.n, "first": group.first,
+            "last": group.last}
 
 
-def _flow_sightings(flows: pd.DataFrame) -> list[dict]:
+def _header_groups(flows: pd.DataFrame) -> pd.DataFrame:
+    """Flows with the same host, path, headers and query, once each with their count and time span.
+
+    A browser sends the same headers (cookies, device id) with most requests: parsing each distinct
+    combination once keeps the audit fast on captures of millions of flows."""
+    keys = ["host", "path", "query", "request_headers", "response_headers"]
+    present = flows[flows[["query", "request_headers", "response_headers"]].notna().any(axis=1)]
+    if present.empty:
+        return pd.DataFrame(columns=[*keys, "n", "first", "last"])
+    return (present[[*keys, "started_at"]].fillna({k: "" for k in keys})
+            .groupby(keys, sort=False)["started_at"].agg(n="size", first="min", last="max").reset_index())
+
+
+def _flow_sightings(groups: pd.DataFrame) -> list[dict]:
     """Identifiers in request headers, cookies (names; values are redacted), Set-Cookie and queries."""
     found: list[dict] = []
-    for flow in flows.itertuples(index=False):
-        at = flow.started_at
-        for name, value in _header_pairs(flow.request_headers):
+    for group in groups.itertuples(index=False):
+        for name, value in _header_pairs(group.request_headers):
             lower = name.lower()
             if lower == "cookie":
                 for part in value.split(";"):
                     cname, _, cvalue = part.strip().partition("=")
                     if cname:
-                        found.append(_sighting(_cookie_kind(cname), cname, "cookie", f"cookie:{cname}", flow,
-                                               cvalue, at))
+                        found.append(_sighting(_cookie_kind(cname), cname, "cookie", f"cookie:{cname}", group,
+                                               cvalue))
                 continue
             kind = _HEADER_KINDS[lower] if lower in _HEADER_KINDS else _id_kind_of_name(lower)
             if kind:
-                found.append(_sighting(kind, lower, "header", f"header:{lower}", flow, value, at))
-        for name, value in _header_pairs(flow.response_headers):
+                found.append(_sighting(kind, lower, "header", f"header:{lower}", group, value))
+        for name, value in _header_pairs(group.response_headers):
             if name.lower() == "set-cookie":
                 cname = value.split(";", 1)[0].partition("=")[0].strip()
                 if cname:
-                    found.append(_sighting(_cookie_kind(cname), cname, "set_cookie", f"set-cookie:{cname}", flow,
-                                           None, at))
-        if isinstance(flow.query, str) and flow.query:
-            for name, value in parse_qsl(flow.query, keep_blank_values=True):
+                    found.append(_sighting(_cookie_kind(cname), cname, "set_cookie", f"set-cookie:{cname}", group,
+                                           None))
+        if group.query:
+            for name, value in parse_qsl(group.query, keep_blank_values=True):
                 kind = _id_kind_of_name(name)
                 if kind:
-                    found.append(_sighting(kind, name, "query", f"query:{name}", flow, value, at))
+                    found.append(_sighting(kind, name, "query", f"query:{name}", group, value))
     return found
 
 
@@ -247,8 +260,9 @@ def _body_sightings(capture: Capture, flows: pd.DataFrame) -> list[dict]:
         frame["host"] = frame["host"].fillna(UNKNOWN_HOST)
         frame["endpoint"] = frame["flow_id"].map(endpoint)
         for row in frame.itertuples(index=False):
-            base = {"flow_id": row.flow_id, "host": row.host, "endpoint": row.endpoint, "processor": processor,
-                    "at": getattr(row, time_column)}
+            at = getattr(row, time_column)
+            base = {"host": row.host, "endpoint": row.endpoint, "processor": processor, "n": 1, "first": at,
+                    "last": at}
             for column, kind in id_columns.items():
                 value = getattr(row, column)
                 if isinstance(value, str) and value:
@@ -266,18 +280,23 @@ def _body_sightings(capture: Capture, flows: pd.DataFrame) -> list[dict]:
     return found
 
 
-def identifier_sightings(capture: Capture) -> pd.DataFrame:
-    """Long form, one row per sighting: kind, name, location, field, flow_id, host, endpoint, processor
-    (the analytics service an analytics body is addressed to, else None), value, at.
+_SIGHTING_COLUMNS = ["kind", "name", "location", "field", "host", "endpoint", "processor", "value", "n", "first",
+                     "last"]
 
-    ``value`` is the raw value (None where it was redacted or not recorded); it never leaves this
-    function's callers unhashed."""
-    flows = _flows(capture)
-    rows = _flow_sightings(flows) + _body_sightings(capture, flows)
-    frame = pd.DataFrame(rows, columns=["kind", "name", "location", "field", "flow_id", "host", "endpoint",
-                                        "processor", "value", "at"])
+
+def _sightings(capture: Capture, flows: pd.DataFrame, groups: pd.DataFrame) -> pd.DataFrame:
+    frame = pd.DataFrame(_flow_sightings(groups) + _body_sightings(capture, flows), columns=_SIGHTING_COLUMNS)
     frame["value"] = frame["value"].astype("object").where(~frame["value"].isin([PLACEHOLDER, ""]), None)
     return frame
+
+
+def identifier_sightings(capture: Capture) -> pd.DataFrame:
+    """Long form: kind, name, location, field, host, endpoint, processor (the analytics service an
+    analytics body is addressed to, else None), value, and n / first / last (how many requests or
+    events carried it, and when). ``value`` is the raw value (None where it was redacted or not
+    recorded); the audit only ever shows it hashed."""
+    flows = _flows(capture)
+    return _sightings(capture, flows, _header_groups(flows))
 
 
 # -- the audit -------------------------------------------------------------------------------------
@@ -335,8 +354,8 @@ def identifiers_table(sightings: pd.DataFrame, site: str, salt: str) -> pd.DataF
     s["recipient"] = s["processor"].fillna(s["registrable_domain"].map(lambda d: OWNERS.get(d, d)))
     keys = ["kind", "name", "location", "field", "host", "registrable_domain", "party", "recipient", "value_hash"]
     grouped = s.groupby(keys, sort=True).agg(
-        endpoints=("endpoint", lambda e: _sorted_set(x for x in e if x)), n=("at", "size"),
-        first_seen=("at", "min"), last_seen=("at", "max")).reset_index()
+        endpoints=("endpoint", lambda e: _sorted_set(x for x in e if x)), n=("n", "sum"),
+        first_seen=("first", "min"), last_seen=("last", "max")).reset_index()
     grouped["n"] = grouped["n"].astype("int64")
     grouped["value_hash"] = grouped["value_hash"].astype("object").where(grouped["value_hash"] != _NO_VALUE, None)
     return grouped[IDENTIFIER_COLUMNS]
@@ -371,14 +390,14 @@ def _walk(value, prefix: str = ""):
                     yield "screen" + norm, item
 
 
-def _fingerprint_sightings(capture: Capture, flows: pd.DataFrame) -> list[dict]:
+def _fingerprint_sightings(capture: Capture, flows: pd.DataFrame, groups: pd.DataFrame) -> list[dict]:
     found = []
-    for flow in flows.itertuples(index=False):
-        for name, value in _header_pairs(flow.request_headers):
+    for group in groups.itertuples(index=False):
+        for name, value in _header_pairs(group.request_headers):
             attribute = _FINGERPRINT_HEADERS.get(name.lower())
             if attribute and value and value != PLACEHOLDER:
-                found.append({"attribute": attribute, "value": value, "host": flow.host,
-                              "source": f"header:{name.lower()}"})
+                found.append({"attribute": attribute, "value": value, "host": group.host,
+                              "source": f"header:{name.lower()}", "n": group.n})
     sources = (
         ("conversation_turns", "client_contextual_info", None),
         ("segment_events", "context", "host"),
@@ -397,16 +416,18 @@ def _fingerprint_sightings(capture: Capture, flows: pd.DataFrame) -> list[dict]:
                 attribute = _FINGERPRINT_KEYS.get(key)
                 if attribute and value is not None and value != "":
                     found.append({"attribute": attribute, "value": json.dumps(value) if isinstance(value, bool)
-                                  else str(value), "host": host or UNKNOWN_HOST, "source": f"{table}.{column}"})
+                                  else str(value), "host": host or UNKNOWN_HOST, "source": f"{table}.{column}",
+                                  "n": 1})
     return found
 
 
-def fingerprint_table(capture: Capture, flows: pd.DataFrame) -> pd.DataFrame:
-    found = pd.DataFrame(_fingerprint_sightings(capture, flows), columns=["attribute", "value", "host", "source"])
+def fingerprint_table(capture: Capture, flows: pd.DataFrame, groups: pd.DataFrame) -> pd.DataFrame:
+    found = pd.DataFrame(_fingerprint_sightings(capture, flows, groups),
+                         columns=["attribute", "value", "host", "source", "n"])
     if found.empty:
         return pd.DataFrame(columns=FINGERPRINT_COLUMNS)
     out = found.groupby(["attribute", "value"], sort=True).agg(
-        hosts=("host", _sorted_set), sources=("source", _sorted_set), n=("host", "size")).reset_index()
+        hosts=("host", _sorted_set), sources=("source", _sorted_set), n=("n", "sum")).reset_index()
     out["n"] = out["n"].astype("int64")
     return out[FINGERPRINT_COLUMNS]
 
@@ -415,7 +436,8 @@ def privacy_audit(capture: Capture, *, site: str | None = None, salt: str | None
     """The audit of one capture. ``site``: the first party (default: the host of its conversations)."""
     salt = salt if salt is not None else secrets.token_hex(16)
     flows = _flows(capture)
-    sightings = identifier_sightings(capture)
+    groups = _header_groups(flows)
+    sightings = _sightings(capture, flows, groups)
     the_site = _site_of(flows, site)
     analytics_hosts = []
     for table in ("segment_events", "statsig_events"):
@@ -430,7 +452,7 @@ def privacy_audit(capture: Capture, *, site: str | None = None, salt: str | None
         hosts=hosts_table(flows, sightings, the_site, extra),
         identifiers=identifiers,
         links=links_table(identifiers),
-        fingerprint=fingerprint_table(capture, flows),
+        fingerprint=fingerprint_table(capture, flows, groups),
     )
 
 
