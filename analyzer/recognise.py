@@ -11,9 +11,11 @@ LATENCY_BEACON = "latency_beacon"
 SEGMENT = "segment"
 STATSIG = "statsig"
 API = "api"
+STREAM_CONTROL = "stream_control"
 OTHER = "other"
 
-KINDS = (CONVERSATION, CONVERSATION_READ, CONVERSATION_WEBSOCKET, LATENCY_BEACON, SEGMENT, STATSIG, API)
+KINDS = (CONVERSATION, CONVERSATION_READ, CONVERSATION_WEBSOCKET, LATENCY_BEACON, SEGMENT, STATSIG, API,
+         STREAM_CONTROL)
 
 # POST /backend-api/conversation, /backend-anon/conversation, /backend-api/f/conversation,
 # /backend-anon/f/conversation, /backend-api/f/conversation/resume (any prefix, e.g. a reverse proxy).
@@ -21,6 +23,9 @@ _CONVERSATION_POST = re.compile(r"/backend-(?:api|anon)/(?:f/)?conversation(?:/r
 # GET /backend-api/conversation/<uuid-ish id>
 _CONVERSATION_READ = re.compile(r"/backend-(?:api|anon)/conversation/([0-9A-Za-z][0-9A-Za-z_-]{7,})/?$")
 _NOT_IDS = frozenset({"init", "prepare", "resume", "textdocs", "voice", "gen_title", "message_feedback"})
+# POST …/stop_conversation (the user pressed stop); GET …/conversation/<id>/stream_status (guide 6c).
+_STOP_CONVERSATION = re.compile(r"/backend-(?:api|anon)/stop_conversation/?$")
+_STREAM_STATUS = re.compile(r"/backend-(?:api|anon)/conversation/([0-9A-Za-z][0-9A-Za-z_-]{7,})/stream_status/?$")
 _BEACON = re.compile(r"/lat/r/?$")
 _SEGMENT = re.compile(r"/ces/v1/([tpigasb])/?$")
 _STATSIG = re.compile(r"/v1/rgstr/?$")
@@ -49,7 +54,11 @@ def recognise(method: str, path: str) -> str | None:
             return STATSIG
         if _API_CHAT.search(path) or _API_RESPONSES.search(path) or _CODEX_RESPONSES.search(path):
             return API
+        if _STOP_CONVERSATION.search(path):
+            return STREAM_CONTROL
     elif method == "GET":
+        if _STREAM_STATUS.search(path):
+            return STREAM_CONTROL
         match = _CONVERSATION_READ.search(path)
         if match and match.group(1) not in _NOT_IDS:
             return CONVERSATION_READ
@@ -59,6 +68,15 @@ def recognise(method: str, path: str) -> str | None:
 def conversation_id_from_read(path: str) -> str | None:
     match = _CONVERSATION_READ.search(strip_query(path))
     return match.group(1) if match else None
+
+
+def stream_control(path: str) -> tuple[str, str | None] | None:
+    """``("stop", None)`` or ``("stream_status", conversation id)`` for a stream-control path."""
+    path = strip_query(path)
+    if _STOP_CONVERSATION.search(path):
+        return "stop", None
+    match = _STREAM_STATUS.search(path)
+    return ("stream_status", match.group(1)) if match else None
 
 
 def segment_endpoint(path: str) -> str | None:

@@ -77,6 +77,12 @@ TABLES: dict[str, pa.Schema] = {
         ("path", STR),
         ("error", STR),
         ("client_contextual_info", STR),
+        # Resumed streams (guide 6c): the offset a resume POST asked from; the offset a resume
+        # after this flow would ask for; the code of a failed answer (tokenless_resume_unavailable…).
+        ("resume_offset", I64),
+        ("next_offset", I64),
+        ("error_code", STR),
+        ("resume_token_kind", STR),
     ),
     # One row per sighting of a message (request, stream, mapping read); analysis de-duplicates.
     "messages": _schema(
@@ -205,6 +211,27 @@ TABLES: dict[str, pa.Schema] = {
         ("stage", STR),
         ("error", STR),
         ("at", TS),
+    ),
+    # One row per stop (POST …/stop_conversation) or stream-status read (GET …/conversation/<id>/stream_status).
+    "stream_controls": _schema(
+        ("flow_id", STR),
+        ("kind", STR),
+        ("conversation_id", STR),
+        ("at", TS),
+        ("status_code", I64),
+        ("status", STR),
+        ("last_message_id", STR),
+        ("extra", STR),
+    ),
+    # One row per number in a v1 stream's perf_stats event (the server's own timings of one answer).
+    "perf_stats": _schema(
+        ("flow_id", STR),
+        ("seq", I64),
+        ("at", TS),
+        ("conversation_id", STR),
+        ("message_id", STR),
+        ("metric", STR),
+        ("value", F64),
     ),
 }
 

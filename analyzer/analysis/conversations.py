@@ -28,6 +28,7 @@ from typing import Any
 import pandas as pd
 
 from analyzer.analysis.handoff import merge_handoffs
+from analyzer.analysis.resume import last_part_starts, merge_resumes, resume_pairs, resumed_messages
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,9 @@ TURN_COLUMNS = [
     "flow_id", "conversation_id", "action", "model_slug", "parent_message_id", "user_message_id",
     "user_text", "assistant_message_id", "assistant_text", "status", "title", "started_at", "ttft_ms",
     "stream_format",
+    # what joins a resumed answer's flows into one turn (analyzer.analysis.resume)
+    "path", "e2e_ms", "n_events", "n_text_events", "resume_offset", "next_offset", "error", "error_code",
+    "finish_type",
 ]
 READ_COLUMNS = ["flow_id", "conversation_id", "title", "current_node", "read_at"]
 LIST_COLUMNS = ["conversation_id", "title", "turns", "messages", "models", "first_at", "last_at"]
@@ -183,9 +187,26 @@ def _isin(values: pd.Series, allowed) -> pd.Series:
 
 
 def _load(capture) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    # A POST that handed its answer to a WebSocket and that answer are one turn (TTFT from the POST).
+    # A POST that handed its answer to a WebSocket and that answer are one turn (TTFT from the POST);
+    # so are an answer whose stream broke and the resumes that continued it, whose whole text is
+    # one more sighting of the answer.
     turns = merge_handoffs(capture.table("conversation_turns", TURN_COLUMNS))
-    return capture.table("messages", MESSAGE_COLUMNS), turns, capture.table("conversation_reads", READ_COLUMNS)
+    messages, merged = with_resumes(capture.table("messages", MESSAGE_COLUMNS), turns)
+    return messages, merged, capture.table("conversation_reads", READ_COLUMNS)
+
+
+def with_resumes(messages: pd.DataFrame, turns: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(messages, turns) with every resumed answer's flows folded into one turn and its whole text
+    added as one more ``stream`` sighting (``analyzer.analysis.resume``)."""
+    pairs = resume_pairs(turns)
+    if pairs.empty:
+        return messages, turns
+    merged = merge_resumes(turns, pairs)
+    stitched = resumed_messages(merged, pairs, last_part_starts(turns, pairs))
+    if not stitched.empty:
+        messages = pd.concat([messages, stitched.astype({"seen_at": messages["seen_at"].dtype})],
+                             ignore_index=True)
+    return messages, merged
 
 
 def _no_reads() -> pd.DataFrame:

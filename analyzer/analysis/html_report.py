@@ -41,6 +41,7 @@ from analyzer.analysis.conversations import (
     Conversation,
     conversation_from_frames,
     list_conversations,
+    with_resumes,
 )
 from analyzer.analysis.privacy import privacy_audit
 from analyzer.analysis.render_report import format_span
@@ -339,6 +340,7 @@ def conversation_rows(capture: Capture, listing: pd.DataFrame, turns: pd.DataFra
                        | (messages["conversation_id"].isna()
                           & messages["flow_id"].astype(object).isin(pd.Index(my_turns["flow_id"].dropna(), dtype=object)))]
     my_reads = reads[reads["conversation_id"].astype(object).isin(id_set)]
+    my_msgs, my_turns = with_resumes(my_msgs, my_turns)  # a resumed answer is one message, whole
     ttft = turns[turns["conversation_id"].astype(object).isin(id_set)].groupby("conversation_id")["ttft_ms"]
     p50 = {cid: latency.stats(v)["p50"] for cid, v in ttft}
     msgs_by = dict(tuple(my_msgs.groupby(my_msgs["conversation_id"].fillna(""), sort=False)))
@@ -359,6 +361,24 @@ def conversation_rows(capture: Capture, listing: pd.DataFrame, turns: pd.DataFra
             branch_points=len(points), last_at=fmt_time(r.last_at), entries=_entries(conv),
         ))
     return out
+
+
+def perf_stats_table(report: dict) -> dict[str, Any] | None:
+    """The server's perf_stats numbers beside the beacons' first-token and total times (p50/p95/p99)."""
+    server = report["latency"].get("server_reported") or {}
+    if not server.get("answers"):
+        return None
+    cr = report["latency"]["client_reported"]
+    rows = [("perf_stats", name, s) for name, s in server["metrics"].items()]
+    rows += [("beacon", "ts_first_token_ms", cr["ts_first_token_ms"]), ("beacon", "ts_total_request_ms",
+                                                                         cr["ts_total_request_ms"])]
+    return {
+        "answers": server["answers"],
+        "headers": ["source", "metric", "n", "p50", "p95", "p99"],
+        "numeric": [False, False, True, True, True, True],
+        "rows": [[src, name, fmt_num(s["n"]), fmt_num(s["p50"], 1), fmt_num(s["p95"], 1), fmt_num(s["p99"], 1)]
+                 for src, name, s in rows if s["n"]],
+    }
 
 
 def telemetry_chart(report: dict, top_n: int) -> Chart:
@@ -475,6 +495,7 @@ def render_html(capture: Capture, report: dict | None = None, *, raster_n: int =
         "itl": itl_chart(frames["itl_gaps"], obs_by_model, palette, what="conversation turn"),
         "raster": raster_chart(capture, frames, titles, palette, raster_n),
         "scatter": scatter_chart(report, frames, palette),
+        "perf_stats": perf_stats_table(report),
         "conversations": conversation_rows(capture, listing, frames["turns"], conversations_n),
         "conversations_total": len(listing),
         "telemetry": telemetry_chart(report, top_n),

@@ -29,6 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
 from analyzer.analysis.handoff import merge_handoffs
+from analyzer.analysis.resume import mark_controls, merge_resumes, resume_pairs
 from analyzer.schema import TABLES
 from analyzer.store import Capture, CaptureError
 
@@ -45,7 +46,11 @@ COLUMNS: dict[str, list[str]] = {
     "conversation_turns": [
         "flow_id", "action", "conversation_id", "model_slug", "server_model_slug", "requested_model",
         "started_at", "ttft_ms", "e2e_ms", "cf_ray", "stream_format", "user_message_id",
+        # what joins a resumed answer's flows into one turn (analyzer.analysis.resume)
+        "path", "n_events", "n_text_events", "resume_offset", "next_offset", "status", "error", "error_code",
     ],
+    "stream_controls": ["flow_id", "kind", "conversation_id", "at", "status"],
+    "perf_stats": ["flow_id", "metric", "value"],
     "latency_beacons": [
         "server_request_id", "model", "count_tokens", "ts_first_token_ms",
         "ts_total_request_ms", "ts_median_token_without_first_ms", "ts_p95_token_without_first_ms",
@@ -275,11 +280,61 @@ def _answers(
     return out
 
 
-def conversation_turns(capture: Capture) -> pd.DataFrame:
+def _handed_off_turns(capture: Capture, all_columns: bool = False) -> pd.DataFrame:
+    columns = None if all_columns else COLUMNS["conversation_turns"]
+    turns = _dedupe(capture, capture.table("conversation_turns", columns), "flow_id")
+    return merge_handoffs(turns)
+
+
+def conversation_turns(capture: Capture, *, all_columns: bool = False) -> pd.DataFrame:
     """``conversation_turns`` as the report reads it: one row per flow (combined captures may
-    hold the same flow twice), each WebSocket hand-off folded into the answer it started."""
-    turns = _dedupe(capture, capture.table("conversation_turns", COLUMNS["conversation_turns"]), "flow_id")
-    return merge_handoffs(turns).copy()
+    hold the same flow twice), each WebSocket hand-off folded into the answer it started, each
+    resume into the answer it continued, stops and stream-status reads on the turn. The report's
+    columns only, unless ``all_columns`` (texts included: what a notebook wants)."""
+    turns = merge_resumes(_handed_off_turns(capture, all_columns))
+    controls = _dedupe(capture, capture.table("stream_controls", COLUMNS["stream_controls"]), "flow_id")
+    return mark_controls(turns, controls)
+
+
+def fold_resumed(events: TextEvents, pairs: pd.DataFrame) -> TextEvents:
+    """``events`` with each resume flow's text events counted as its turn's (offsets shifted to the
+    first POST's start, ITL gaps filed under the turn's flow); the break itself is not an ITL gap
+    (it is ``resume_gap_ms``)."""
+    if pairs.empty or events.per_flow.empty:
+        return events
+    alias = pd.Series(pairs["into_flow_id"].to_numpy(), index=pairs["flow_id"].to_numpy())
+    shift = pd.Series(pairs["shift_ms"].to_numpy(dtype="float64"), index=pairs["flow_id"].to_numpy())
+    per = events.per_flow
+    moved = per.index.isin(alias.index)
+    if not moved.any():
+        return events
+    part = per[moved]
+    s = shift.reindex(part.index).to_numpy()
+    part = pd.DataFrame({"first_text_ms": part["first_text_ms"].to_numpy() + s,
+                         "last_text_ms": part["last_text_ms"].to_numpy() + s,
+                         "n_text_events": part["n_text_events"].to_numpy()},
+                        index=pd.Index(alias.reindex(part.index).to_numpy(), dtype="str", name="flow_id"))
+    touched = per.index.isin(part.index)
+    both = pd.concat([per[touched], part])
+    folded = both.groupby(level=0, sort=False).agg(
+        first_text_ms=("first_text_ms", "min"), last_text_ms=("last_text_ms", "max"),
+        n_text_events=("n_text_events", "sum"))
+    folded.index.name = "flow_id"
+    per_flow = pd.concat([per[~moved & ~touched], folded])
+    # Dictionary codes of resume flows -> their turn's code (when the turn's flow has events).
+    remap = np.arange(len(events.flow_ids))
+    src = events.flow_ids.get_indexer(alias.index)
+    dst = events.flow_ids.get_indexer(alias.to_numpy())
+    ok = (src >= 0) & (dst >= 0)
+    remap[src[ok]] = dst[ok]
+    timed = np.bincount(remap, weights=events.timed_events, minlength=len(events.flow_ids)).astype("int64")
+    gap_codes = remap[events.gap_codes] if len(events.gap_codes) else events.gap_codes
+    return TextEvents(events.flow_ids, per_flow, timed, gap_codes.astype(events.gap_codes.dtype), events.gaps)
+
+
+def turn_text_events(capture: Capture) -> TextEvents:
+    """:func:`text_events` with resumed answers folded into their turns (:func:`fold_resumed`)."""
+    return fold_resumed(text_events(capture), resume_pairs(_handed_off_turns(capture)))
 
 
 def _turns(capture: Capture) -> pd.DataFrame:
@@ -301,7 +356,7 @@ def turn_latency(capture: Capture, events: TextEvents | None = None) -> pd.DataF
     n_text_events, tokens, token_source (``beacon`` | ``text_events``), cf_ray, has_timing.
     ``ttft_ms``/``e2e_ms``/``tpot_ms`` are null for turns without per-event timing.
     """
-    events = events if events is not None else text_events(capture)
+    events = events if events is not None else turn_text_events(capture)
     turns = _turns(capture)
     beacons = _first_beacon_per_request(_beacons(capture))
     cf = turns["cf_ray"]
@@ -320,7 +375,7 @@ def itl_gaps(capture: Capture, events: TextEvents | None = None, *, api: bool = 
     Only answers with per-event timing count. ``api=True`` gives the gaps of ``api_calls`` instead of
     conversation turns. ``flow_id`` and ``model_slug`` are categoricals (there may be tens of millions of gaps).
     """
-    events = events if events is not None else text_events(capture)
+    events = events if events is not None else turn_text_events(capture)
     if api:
         rows = _dedupe(capture, capture.table("api_calls", ["flow_id", "model"]), "flow_id")
         models = model_column(rows, "model")
@@ -443,9 +498,24 @@ def _group_values(values: np.ndarray, codes: np.ndarray, categories: Iterable[st
         yield str(name), values[codes == i]
 
 
+def perf_stats_frame(capture: Capture) -> pd.DataFrame:
+    """``perf_stats`` rows (flow_id, metric, value): the server's own numbers of each answer (guide 6d)."""
+    perf = capture.table("perf_stats", COLUMNS["perf_stats"])
+    return _dedupe(capture, perf, ["flow_id", "metric", "value"])
+
+
+def perf_stats_block(perf: pd.DataFrame | None) -> dict:
+    """``{answers, metrics: {metric: stats}}``: statistics across answers of each number the v1
+    stream's ``perf_stats`` events carried, beside the beacon's ``client_reported`` numbers."""
+    if perf is None or perf.empty:
+        return {"answers": 0, "metrics": {}}
+    metrics = {str(name): stats(group["value"]) for name, group in perf.groupby("metric", sort=True)}
+    return {"answers": int(perf["flow_id"].nunique()), "metrics": metrics}
+
+
 def latency_block(
     turns: pd.DataFrame, gaps: pd.DataFrame, beacons: pd.DataFrame, matches: pd.DataFrame,
-    api: pd.DataFrame, api_gaps: pd.DataFrame,
+    api: pd.DataFrame, api_gaps: pd.DataFrame, perf: pd.DataFrame | None = None,
 ) -> dict:
     """The report's ``latency`` object from the per-answer frames."""
     n_beacons_with_id = int(beacons["server_request_id"].notna().sum())
@@ -469,6 +539,7 @@ def latency_block(
     return {
         "observed": observed_block(turns, gaps),
         "client_reported": client_reported_block(beacons),
+        "server_reported": perf_stats_block(perf),
         "matched": {
             "pairs": int(matched_beacons),
             "unmatched_beacons": int(len(beacons) - matched_beacons),
@@ -498,7 +569,7 @@ def api_block(api: pd.DataFrame, api_gaps: pd.DataFrame) -> dict:
 
 def compute_latency(capture: Capture) -> dict[str, pd.DataFrame]:
     """Every per-answer frame at once, sharing the one pass over ``stream_events``."""
-    events = text_events(capture)
+    events = turn_text_events(capture)
     turns = turn_latency(capture, events)
     return {
         "turns": turns,
@@ -507,13 +578,15 @@ def compute_latency(capture: Capture) -> dict[str, pd.DataFrame]:
         "matches": beacon_matches(capture, turns),
         "api": api_latency(capture, events),
         "api_itl_gaps": itl_gaps(capture, events, api=True),
+        "perf_stats": perf_stats_frame(capture),
     }
 
 
 def latency_report(capture: Capture) -> dict:
     """The report's ``latency`` object for ``capture``."""
     f = compute_latency(capture)
-    return latency_block(f["turns"], f["itl_gaps"], f["beacons"], f["matches"], f["api"], f["api_itl_gaps"])
+    return latency_block(f["turns"], f["itl_gaps"], f["beacons"], f["matches"], f["api"], f["api_itl_gaps"],
+                         f["perf_stats"])
 
 
 __all__: Iterable[str] = [

@@ -149,6 +149,14 @@ def _latency_blocks(lat: dict) -> list[Block]:
             ("p99 gap", cr["ts_p99_token_without_first_ms"]),
         ]))
 
+    sr = lat.get("server_reported") or {}
+    if sr.get("answers"):
+        out.append(Heading("Reported by the server: perf_stats events", 3))
+        out.append(Para(f"{_plural(sr['answers'], 'answer')} whose stream carried perf_stats; each number is listed "
+                        "under its key path, as sent (milliseconds where the name says so), beside the beacon's "
+                        "first-token and total times above."))
+        out.append(_stats_table([(name, s) for name, s in sr["metrics"].items()]))
+
     mt = lat["matched"]
     if cr["beacons"] or lat["observed"]["turns"]:
         out.append(Heading("Beacons joined to turns (server_request_id = cf-ray)", 3))
@@ -204,6 +212,15 @@ def _capture_blocks(cap: dict, conv: dict) -> list[Block]:
                            _count(conv["branch_points"])]], "rrrr"))
         if conv["by_model"]:
             out.append(Table(["model", "turns"], [[m, _count(n)] for m, n in conv["by_model"].items()], "lr"))
+        rs = conv.get("resumes") or {}
+        if rs.get("resumed_turns") or rs.get("stopped_by_user"):
+            gap = rs["resume_gap_ms"]
+            out.append(Para(
+                f"{_plural(rs['resumed_turns'], 'turn')} resumed after a broken stream "
+                f"({_plural(rs['resumes'], 'resume')}, {_count(rs['failed_resumes'])} failed), each counted as one "
+                f"turn; {_plural(rs['stopped_by_user'], 'turn')} stopped by the user."
+                + (f" Time lost in the breaks, per turn: p50 {_num(gap['p50'])} ms, max {_num(gap['max'])} ms."
+                   if gap.get("n") else "")))
     out.append(Heading("Flows by kind"))
     if cap["by_kind"]:
         out.append(Table(["kind", "flows"], [[k, _count(n)] for k, n in cap["by_kind"].items()], "lr"))

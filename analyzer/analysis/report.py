@@ -89,6 +89,20 @@ def conversations_block(capture: Capture) -> dict:
         "messages": int(known["message_id"].nunique()),
         "branch_points": int((children > 1).sum()),
         "by_model": {str(k): int(v) for k, v in by_model.items()},
+        "resumes": resumes_block(turns),
+    }
+
+
+def resumes_block(turns: pd.DataFrame) -> dict:
+    """Resumed, failed-resume and stopped turns (``analyzer.analysis.resume``) and the time lost in breaks."""
+    resumed = turns[turns["n_resumes"] > 0]
+    failed = resumed["resume_error"].dropna().astype(str)
+    return {
+        "resumed_turns": int(len(resumed)),
+        "resumes": int(resumed["n_resumes"].sum()),
+        "failed_resumes": int(failed.str.count(",").sum() + len(failed)),
+        "stopped_by_user": int(turns["stopped_by_user"].sum()),
+        "resume_gap_ms": latency.stats(resumed["resume_gap_ms"]),
     }
 
 
@@ -116,7 +130,7 @@ def build_report(capture: Capture, frames: dict[str, pd.DataFrame] | None = None
         "capture": capture_block(capture),
         "conversations": conversations_block(capture),
         "latency": latency.latency_block(f["turns"], f["itl_gaps"], f["beacons"], f["matches"], f["api"],
-                                         f["api_itl_gaps"]),
+                                         f["api_itl_gaps"], f.get("perf_stats")),
         "telemetry": telemetry.telemetry_report(capture),
     }
     return _clean(report)

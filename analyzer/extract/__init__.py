@@ -20,6 +20,7 @@ from analyzer.extract.common import ExtractError
 from analyzer.extract.conversation import extract_conversation_read, extract_conversation_turn
 from analyzer.extract.flows import flow_row
 from analyzer.extract.rows import Rows, new_rows
+from analyzer.extract.stream_control import extract_stream_control
 from analyzer.extract.websocket import WebSocketAnswers, extract_websocket, is_conversation_websocket
 from analyzer.redact import redact_rows
 
@@ -35,6 +36,7 @@ EXTRACTORS: dict[str, Extractor] = {
     kinds.SEGMENT: extract_segment,
     kinds.STATSIG: extract_statsig,
     kinds.API: extract_api_call,
+    kinds.STREAM_CONTROL: extract_stream_control,
 }
 
 __all__ = ["EXTRACTORS", "ExtractError", "Rows", "WebSocketAnswers", "extract_finished_answers", "extract_flow",

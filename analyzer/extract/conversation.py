@@ -19,6 +19,7 @@ from analyzer.extract.common import (
     str_or_none,
     to_json,
 )
+from analyzer.extract.perf_stats import perf_rows
 from analyzer.extract.rows import Rows
 from analyzer.recognise import conversation_id_from_read
 from analyzer.streams.conversation import ConversationStream, EventInfo, message_text
@@ -121,6 +122,28 @@ def client_context_json(body: dict, redact: bool) -> str | None:
     return to_json(context, redact) if context else None
 
 
+def offset_events(rows: list[dict]) -> int:
+    """SSE events that count toward a resume offset: every event but ``[DONE]`` and pings (guide 6c)."""
+    return sum(1 for r in rows if r["type"] not in ("done", "ping") and r["event"] != "ping")
+
+
+def error_code(answer: object) -> str | None:
+    """The code of a JSON error answer: ``detail.code`` (404 tokenless_resume_unavailable),
+    ``errorCode`` / ``error_code`` (410 persisted_final_available), ``error.code``."""
+    if not isinstance(answer, dict):
+        return None
+    for holder in (answer.get("detail"), answer.get("error"), answer):
+        if isinstance(holder, dict):
+            for key in ("code", "errorCode", "error_code"):
+                if isinstance(holder.get(key), str):
+                    return holder[key]
+    return None
+
+
+def is_resume(flow: http.HTTPFlow) -> bool:
+    return flow.request.path.split("?", 1)[0].rstrip("/").endswith("/conversation/resume")
+
+
 def infer_status(stream: ConversationStream) -> str | None:
     answer = stream.answer()
     if answer is None:
@@ -148,6 +171,9 @@ def extract_conversation_turn(flow: http.HTTPFlow, rows: Rows, redact: bool) -> 
         request_parents[message.get("id")] = previous
         previous = message.get("id")
 
+    resumed = is_resume(flow)
+    offset = body.get("offset") if resumed else None
+    resume_offset = offset if isinstance(offset, int) and not isinstance(offset, bool) else None
     turn = {
         "flow_id": flow.id,
         "conversation_id": str_or_none(conversation_id),
@@ -164,6 +190,7 @@ def extract_conversation_turn(flow: http.HTTPFlow, rows: Rows, redact: bool) -> 
         # What the page says about the browser (screen, page size, pixel ratio, dark mode): the
         # fingerprinting surface of a privacy audit, with the request's timezone fields.
         "client_contextual_info": client_context_json(body, redact),
+        "resume_offset": resume_offset,
     }
     response = flow.response
     errors = []
@@ -172,9 +199,11 @@ def extract_conversation_turn(flow: http.HTTPFlow, rows: Rows, redact: bool) -> 
         turn.update(status="no_response", error=flow.error.msg if flow.error else "no response")
     elif is_event_stream(flow):
         timed = response_events(flow)
-        stream = ConversationStream()
+        stream = ConversationStream(resumed=resumed)
+        stream.conversation_id = str_or_none(conversation_id)
         event_rows = stream_rows(flow.id, timed.events, start, redact, stream.feed)
         rows["stream_events"].extend(event_rows)
+        rows["perf_stats"].extend(perf_rows(flow.id, event_rows, stream.perf_events, stream.conversation_id))
         ttft, e2e, n_text = turn_timing(event_rows)
         answer = stream.answer() or {}
         metadata = answer.get("metadata") or {}
@@ -193,13 +222,15 @@ def extract_conversation_turn(flow: http.HTTPFlow, rows: Rows, redact: bool) -> 
             e2e_ms=e2e,
             n_events=len(event_rows),
             n_text_events=n_text,
+            next_offset=(resume_offset or 0) + offset_events(event_rows),
+            resume_token_kind=stream.resume_token_kind,
         )
         if timed.error:
             errors.append(("stream", timed.error))
         errors.extend(("stream", e) for e in stream.errors[:5])
         if stream.stream_error:
             turn["error"] = stream.stream_error
-        elif not stream.done and not stream.completed and not stream.handoff:
+        elif not stream.done and not stream.completed and not stream.main_completed and not stream.handoff:
             turn["error"] = "stream ended without [DONE]"
         rows["messages"].extend(
             stream_messages(stream, request_parents=request_parents, first_parent=parent_message_id,
@@ -218,7 +249,8 @@ def extract_conversation_turn(flow: http.HTTPFlow, rows: Rows, redact: bool) -> 
             conversation_id = answer.get("conversation_id") or conversation_id
             turn.update(conversation_id=conversation_id, stream_format="websocket", status="handed_off")
         else:
-            turn.update(stream_format="json", status="error" if response.status_code >= 400 else None)
+            turn.update(stream_format="json", status="error" if response.status_code >= 400 else None,
+                        error_code=error_code(answer))
             if isinstance(answer, dict) and (answer.get("detail") or answer.get("error")):
                 turn["error"] = str(answer.get("detail") or answer.get("error"))[:500]
             elif response.status_code >= 400:

@@ -4,6 +4,12 @@
 turned into SSE events) and keeps every message it has seen in its latest state. For each event
 it reports the event's type, the message it touched and the *visible assistant text it added*,
 which is what TTFT and inter-token latency are measured on.
+
+A resumed stream (``POST …/f/conversation/resume``, guide 6c) is the same stream from event N on:
+its first deltas continue a message this flow never saw. ``ConversationStream(resumed=True)``
+applies them to a *continuation* — a provisional visible assistant message without an id, the
+carried-over ``p``/``o`` assumed to be an append to its text — so the text it adds is counted and
+kept; analysis joins it to the turn that broke (``analyzer.analysis.resume``).
 """
 
 from __future__ import annotations
@@ -75,10 +81,17 @@ def event_json(data: str, errors: list[str]) -> Any:
         return EventInfo("invalid_json", error=message)
 
 
+# Typed v1 events of 2026 (guide 6d) whose content is kept in stream_events but needs no state
+# here beyond what ``_typed`` records: content_references_patch, writing_blocks_metadata_patch,
+# toast, beacon events, perf_stats (rows of their own via ``perf_events``).
+PERF_STATS = "perf_stats"
+
+
 @dataclass
 class ConversationStream:
-    """State of one conversation answer stream."""
+    """State of one conversation answer stream (``resumed``: a resume flow, see the module docstring)."""
 
+    resumed: bool = False
     format: str | None = None  # "legacy" or "v1", decided by the first event that tells
     conversation_id: str | None = None
     messages: dict[str, dict] = field(default_factory=dict)  # id -> latest message, in order seen
@@ -90,9 +103,17 @@ class ConversationStream:
     completed: bool = False  # message_stream_complete seen
     errors: list[str] = field(default_factory=list)
     stream_error: str | None = None  # an error the server reported in the stream
+    resume_token_kind: str | None = None  # resume_conversation_token.kind ("conduit", "topic", …)
+    async_status: Any = None  # the last conversation_async_status value
+    safety_review: dict | None = None  # the last safety_review_update (active, protection_type, …)
+    main_completed: bool = False  # main_stream_complete seen
+    reparented: dict[str, str] = field(default_factory=dict)  # streaming_parent_patch: id -> new parent
+    perf_events: list[dict] = field(default_factory=list)  # perf_stats events, as sent
+    continued: dict | None = None  # resumed: the message continued without being named
     _envelope: dict | None = None
     _last_p: str = ""
     _last_o: str = "add"
+    _last_c: Any = None  # carried over like p and o (guide 6d); kept for completeness
     _visible: bool | None = None  # is the current message a visible answer (cached)
     _prev_text: dict[str, str] = field(default_factory=dict)
     # While the last delta appended a string to a text part: (parts list, index, message id), so
@@ -111,7 +132,7 @@ class ConversationStream:
             return EventInfo("delta_encoding")
         if not isinstance(obj, dict):
             return EventInfo(event or type(obj).__name__)
-        if event == "delta" or ("v" in obj and not isinstance(obj.get("type"), str)):
+        if event == "delta" or (not isinstance(obj.get("type"), str) and ("v" in obj or "o" in obj)):
             return self._delta(obj)
         if "message" in obj and isinstance(obj.get("message"), dict) and "type" not in obj:
             return self._snapshot(obj)
@@ -154,12 +175,19 @@ class ConversationStream:
         self._append_to = None
         if self.format is None:
             self.format = "v1"
+        # p, o and c carry over from the previous delta; v never does (guide 6d).
         has_p, has_o = "p" in obj, "o" in obj
-        if not has_p and not has_o and isinstance(value, dict) and "message" in value:
+        if "c" in obj:
+            self._last_c = obj["c"]
+        bare_message = not has_p and not has_o and isinstance(value, dict) and "message" in value
+        if bare_message:
             path, op = "", "add"  # a bare {"v": {"message": …}} starts a new message
         else:
             path = obj["p"] if has_p else self._last_p
             op = obj["o"] if has_o else self._last_o
+        if self._envelope is None and self.resumed and not bare_message \
+                and not (has_p and has_o and path == "" and op == "add"):
+            path, op = self._continue(path, op, has_p, has_o)
         self._last_p, self._last_o = path, op
         if path == "" and op == "add":
             return self._start_message(value)
@@ -186,10 +214,24 @@ class ConversationStream:
         message_id = message.get("id") if isinstance(message, dict) else None
         self._visible = is_visible_answer(message)
         if message_id:
+            self._reparent(message_id, message)
             self.messages[message_id] = message
             if not before_visible and self._visible:
                 text = message_text(message) or None  # became visible by this delta
         return EventInfo("delta", message_id, text)
+
+    def _continue(self, path: str, op: str, has_p: bool, has_o: bool) -> tuple[str, str]:
+        """A resumed flow's first delta continues a message it never saw: a provisional visible
+        answer without an id. With nothing to carry over, the delta is taken as an append to its
+        text (the bulk of every answer), which is the inference docs/schema.md states."""
+        self.continued = {"id": None, "author": {"role": "assistant"}, "recipient": "all",
+                          "content": {"content_type": "text", "parts": [""]}, "status": "in_progress",
+                          "metadata": {}}
+        self._envelope = {"message": self.continued, "conversation_id": self.conversation_id}
+        self._visible = True
+        if self.format is None:
+            self.format = "v1"
+        return (path if has_p else _PART_PREFIX + "0"), (op if has_o else "append")
 
     def _appended_text(self, path: str, op: str, value: Any) -> str | None:
         if op == "append" and path.startswith(_PART_PREFIX) and isinstance(value, str):
@@ -216,6 +258,7 @@ class ConversationStream:
         message = value["message"]
         message_id = message.get("id")
         if message_id:
+            self._reparent(message_id, message)
             self.messages[message_id] = message
         self._visible = is_visible_answer(message)
         text = message_text(message) or None if self._visible else None
@@ -234,6 +277,18 @@ class ConversationStream:
             self.server_model_slug = metadata.get("model_slug") or self.server_model_slug
         elif kind == "message_stream_complete":
             self.completed = True
+        elif kind == "main_stream_complete":
+            self.main_completed = True
+        elif kind == "resume_conversation_token":
+            self.resume_token_kind = obj.get("kind") if isinstance(obj.get("kind"), str) else self.resume_token_kind
+        elif kind == "conversation_async_status":
+            self.async_status = obj.get("async_status", obj.get("status"))
+        elif kind == "safety_review_update":
+            self.safety_review = {k: obj.get(k) for k in ("active", "protection_type", "message")}
+        elif kind == "streaming_parent_patch":
+            self._parent_patch(obj)
+        elif kind == PERF_STATS:
+            self.perf_events.append(obj)
         elif kind == "stream_handoff":
             self.handoff = obj
         elif kind == "input_message":
@@ -245,11 +300,32 @@ class ConversationStream:
             self.stream_error = str(obj.get("error") or obj.get("message") or obj)
         return EventInfo(kind, message_id)
 
+    def _parent_patch(self, obj: dict) -> None:
+        """``streaming_parent_patch``: the listed messages now hang under ``streaming_parent_id``."""
+        for update in obj.get("updates") or []:
+            if not isinstance(update, dict):
+                continue
+            message_id, parent = update.get("message_id"), update.get("streaming_parent_id")
+            if isinstance(message_id, str) and isinstance(parent, str):
+                self.reparented[message_id] = parent
+                if message_id in self.messages:
+                    self._reparent(message_id, self.messages[message_id])
+
+    def _reparent(self, message_id: str, message: dict) -> None:
+        parent = self.reparented.get(message_id)
+        if parent is not None:
+            metadata = message.get("metadata")
+            if not isinstance(metadata, dict):
+                metadata = message["metadata"] = {}
+            metadata["parent_id"] = parent
+
     # -- results ----------------------------------------------------------------------------
     def answer(self) -> dict | None:
         """The answer of this turn: the last visible assistant message, else the last assistant one."""
         visible = [m for m in self.messages.values() if is_visible_answer(m)]
         if visible:
             return visible[-1]
+        if self.continued is not None:
+            return self.continued
         assistants = [m for m in self.messages.values() if (m.get("author") or {}).get("role") == "assistant"]
         return assistants[-1] if assistants else None

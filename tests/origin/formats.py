@@ -362,6 +362,99 @@ def v1_events(turn: Turn) -> list[WireEvent]:
     return v1_head(turn) + v1_body(turn)
 
 
+def v1_events_2026(turn: Turn, *, first_ms: float, gap_ms: float) -> list[WireEvent]:
+    """A v1 stream with the 2026 additions of guide 6d interleaved (real-samples/2026, live observations).
+
+    A ``topic`` resume token; ``safety_review_update`` on then off; ``conversation_async_status``;
+    the answer first declared under the request's parent and moved under its user message by
+    ``streaming_parent_patch``; a ``remove`` delta (after which the next delta must name its ``p``
+    and ``o`` again: they carry over); ``content_references_patch``,
+    ``writing_blocks_metadata_patch``, ``toast``, ``perf_stats`` (the scheduled first-token and
+    total times, ``first_ms`` / ``gap_ms`` as the server would know them), ``main_stream_complete``
+    and a beacon event. Only ``safety_review_update`` has a documented shape; the others' fields
+    are this origin's guess and extractors must keep them whatever they hold.
+    """
+    cid, mid = turn.conversation_id, turn.assistant_id
+    head = v1_head(turn)
+    head[1] = WireEvent(sse({"type": "resume_conversation_token", "kind": "topic", "token": RESUME_TOKEN,
+                             "conversation_id": cid, "topic_id": celsius_topic(cid, turn.turn_exchange_id)}),
+                        kind="resume_conversation_token")
+    out = list(head)
+    out.append(WireEvent(sse({"type": "safety_review_update", "active": True, "conversation_id": cid,
+                              "message": "Reviewing this request", "protection_type": "cyber"}),
+                         kind="safety_review_update"))
+    out.append(WireEvent(sse({"type": "conversation_async_status", "conversation_id": cid, "async_status": 3}),
+                         kind="conversation_async_status"))
+    c = _first_counter(turn)
+    declared = dict(turn.assistant_metadata(final=False))
+    user_parent = ((turn.user or {}).get("metadata") or {}).get("parent_id")
+    declared["parent_id"] = user_parent or turn.answer_parent
+    start = make_message(mid, "assistant", turn.prefix, create_time=turn.create_time, status="in_progress",
+                         metadata=declared)
+    out.append(WireEvent(_delta({"v": {"message": start, "conversation_id": cid, "error": None}, "c": c}),
+                         kind="delta"))
+    out.append(WireEvent(sse({"type": "streaming_parent_patch", "conversation_id": cid, "logical_answer_id": mid,
+                              "revision": 1, "updates": [{"message_id": mid,
+                                                          "streaming_parent_id": turn.answer_parent}]}),
+                         kind="streaming_parent_patch"))
+    out.append(WireEvent(sse({"type": "message_marker", "conversation_id": cid, "message_id": mid,
+                              "marker": "user_visible_token", "event": "first"}), kind="message_marker"))
+    path = "/message/content/parts/0"
+    tokens = turn.tokens
+    half = max(len(tokens) // 2, 1)
+    for i, tok in enumerate(tokens[:-1]):
+        if i in (0, 1, half):  # the first, and the first after the add / the remove: p and o named again
+            obj: dict = {"p": path, "o": "append", "v": tok}
+        else:
+            obj = {"v": tok}
+        out.append(WireEvent(_delta(obj), text=tok, kind="delta"))
+        if i == 0:
+            out.append(WireEvent(sse({"type": "safety_review_update", "active": False, "conversation_id": cid,
+                                      "protection_type": "cyber"}), kind="safety_review_update"))
+            out.append(WireEvent(_delta({"p": "/message/metadata/streaming_hint", "o": "add", "v": "drafting",
+                                         "c": c}), kind="delta"))
+        if i == half - 1:
+            out.append(WireEvent(_delta({"p": "/message/metadata/streaming_hint", "o": "remove"}), kind="delta"))
+            out.append(WireEvent(sse({"type": "content_references_patch", "conversation_id": cid, "message_id": mid,
+                                      "patches": [{"p": "/content_references", "o": "append", "v": [
+                                          {"type": "webpage", "title": "Origin test page",
+                                           "url": "https://example.org/origin-test"}]}]}),
+                                 kind="content_references_patch"))
+            out.append(WireEvent(sse({"type": "writing_blocks_metadata_patch", "conversation_id": cid,
+                                      "message_id": mid, "metadata": {"blocks": [{"id": "b0", "kind": "paragraph"}]}}),
+                                 kind="writing_blocks_metadata_patch"))
+    last = tokens[-1] if tokens else ""
+    out.append(WireEvent(_delta({"p": "", "o": "patch", "v": [
+        {"p": path, "o": "append", "v": last},
+        {"p": "/message/status", "o": "replace", "v": "finished_successfully"},
+        {"p": "/message/end_turn", "o": "replace", "v": turn.finish_type == "stop"},
+        {"p": "/message/metadata", "o": "append",
+         "v": {"finish_details": {"type": turn.finish_type}, "is_complete": True}}]}), text=last, kind="delta"))
+    n_text = sum(1 for ev in out if ev.is_text)
+    out.append(WireEvent(sse({"type": "perf_stats", "conversation_id": cid, "message_id": mid,
+                              "turn_exchange_id": turn.turn_exchange_id,
+                              "stats": {"time_to_first_token_ms": first_ms,
+                                        "total_time_ms": first_ms + gap_ms * max(n_text - 1, 0),
+                                        "output_tokens": n_text}}), kind="perf_stats"))
+    out.append(WireEvent(sse({"type": "toast", "conversation_id": cid, "level": "info",
+                              "message": "Answer saved"}), kind="toast"))
+    if turn.title:
+        out.append(WireEvent(sse({"type": "title_generation", "title": turn.title, "conversation_id": cid}),
+                             kind="title_generation"))
+    out.append(WireEvent(sse({"type": "server_ste_metadata", "metadata": {
+        "plan_type": "free", "cluster_region": "testregion", "model_slug": turn.server_model_slug,
+        "message_id": mid, "turn_exchange_id": turn.turn_exchange_id}, "conversation_id": cid}),
+        kind="server_ste_metadata"))
+    out.append(WireEvent(sse({"type": "main_stream_complete", "conversation_id": cid, "message_id": mid}),
+                         kind="main_stream_complete"))
+    out.append(WireEvent(sse({"type": "beacon", "conversation_id": cid, "name": "turn_complete",
+                              "attributes": {"message_id": mid}}), kind="beacon"))
+    out.append(WireEvent(sse({"type": "message_stream_complete", "conversation_id": cid}),
+                         kind="message_stream_complete"))
+    out.append(DONE)
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # 1c. WebSocket hand-offs
 

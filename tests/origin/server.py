@@ -15,6 +15,16 @@ Request headers that steer it:
 - ``x-origin-fail: 429-once`` (first identical request gets 429) or ``drop-mid-stream``.
 - ``x-origin-max-tokens: N`` — cut the answer (``finish_details.type = max_tokens``).
 - ``x-origin-reasoning: 1`` — a ``thoughts`` message before the answer (v1 only).
+- ``x-origin-events: 2026`` — a v1 stream with the 2026 events of guide 6d interleaved.
+- ``x-origin-cut-after: N`` — end the stream cleanly after N events, without ``[DONE]`` (guide 6c: what
+  makes the page resume). Also on a resume, which is then cut again.
+- ``x-origin-resume: persisted`` — a resume answers 410 ``persisted_final_available``.
+
+Resumed streams (guide 6c): every v1 answer is kept; ``POST …/f/conversation/resume``
+``{conversation_id, offset}`` with the ``x-conduit-token`` the POST answered with continues it from
+event ``offset``; without the token it is a 404 ``tokenless_resume_unavailable``; an answer sent in
+full (or stopped) is a 410 ``persisted_final_available``. ``POST …/stop_conversation`` stops it;
+``GET …/conversation/<id>/stream_status`` says ``IS_STREAMING`` / ``COMPLETE``.
 """
 
 from __future__ import annotations
@@ -212,6 +222,22 @@ def abort_connection(client: tuple | None) -> bool:
 
 
 @dataclass
+class Resumable:
+    """A v1 answer a client may resume: every event, how far it went out, its conduit token."""
+
+    events: list[F.WireEvent]
+    token: str
+    message_id: str
+    cf_ray: str
+    sent: int = 0
+    stopped: bool = False
+
+    @property
+    def complete(self) -> bool:
+        return self.stopped or self.sent >= len([e for e in self.events if e.kind != "done"])
+
+
+@dataclass
 class PendingStream:
     """Frames waiting for a WebSocket subscriber (2024 access token or 2025 celsius topic)."""
 
@@ -231,6 +257,7 @@ class OriginApp:
         self.pending: dict[str, PendingStream] = {}
         self._pending_ready: dict[str, asyncio.Event] = {}
         self._failed_once: set[str] = set()
+        self.resumable: dict[str, Resumable] = {}  # conversation id -> its last v1 answer
 
     # -- ASGI entry -------------------------------------------------------------------------
 
@@ -305,10 +332,15 @@ class OriginApp:
 
     async def stream(self, req: Request, send: Send, events: list[F.WireEvent], *, cf_ray: str | None = None,
                      content_type: str | None = EVENT_STREAM, extra: dict | None = None,
-                     headers_extra: list[tuple[str, str]] | None = None) -> None:
-        """Send ``events`` one per chunk at their scheduled times, logging each hand-off to the transport."""
+                     headers_extra: list[tuple[str, str]] | None = None, cut_after: int | None = None) -> None:
+        """Send ``events`` one per chunk at their scheduled times, logging each hand-off to the transport.
+
+        ``cut_after``: send only that many events and end the body cleanly (no ``[DONE]``)."""
         first, gap = req.delays(self.delays)
         offsets = F.schedule(events, first, gap)
+        if cut_after is not None and 0 <= cut_after < len(events):
+            events, offsets = events[:cut_after], offsets[:cut_after]
+            extra = {**(extra or {}), "cut_after": cut_after}
         encoder = Encoder(encoding_for(req))
         drop_at = len(events) // 2 if req.headers.get("x-origin-fail") == "drop-mid-stream" else None
         headers = [("cache-control", "no-cache"), ("x-request-id", req.rid)]
@@ -358,6 +390,13 @@ class OriginApp:
         for module in ROUTE_MODULES:  # the 2026 formats, one module per area
             if await module.handle_http(self, req, send):
                 return
+        if re.fullmatch(r"/backend-(?:api|anon)/stop_conversation", path) and method == "POST":
+            await self._stop(req, send)
+            return
+        m = re.fullmatch(r"/backend-(?:api|anon)/conversation/([^/]+)/stream_status", path)
+        if m and method == "GET":
+            await self._stream_status(req, send, m.group(1))
+            return
         m = re.fullmatch(r"/backend-(?:api|anon)/(f/)?conversation(/resume|/prepare)?", path)
         if m and method == "POST":
             if m.group(2) == "/prepare":
@@ -586,13 +625,25 @@ class OriginApp:
         if fmt == "legacy":
             await self.stream(req, send, F.legacy_events(turn), cf_ray=cf_ray, extra=extra)
         elif fmt == "v1":
-            await self.stream(req, send, F.v1_events(turn), cf_ray=cf_ray, extra=extra)
+            if req.headers.get("x-origin-events") == "2026":
+                first, gap = req.delays(self.delays)
+                events = F.v1_events_2026(turn, first_ms=first, gap_ms=gap)
+            else:
+                events = F.v1_events(turn)
+            await self._resumable_stream(req, send, turn, events, cf_ray, extra)
         elif fmt == "celsius":
             topic = F.celsius_topic(turn.conversation_id, turn.turn_exchange_id)
             sse_part, frames = F.celsius_split(turn, topic, f"{req.ws_base}/celsius/ws/user")
             self._put_pending(topic, PendingStream(frames, req.delays(self.delays), turn.conversation_id, cf_ray))
+            # The stream_handoff also offers resume_sse_endpoint: a client may take the rest over
+            # HTTP instead, from the offset it reached (the events before the hand-off).
+            token = "conduit-" + secrets.token_hex(16)
+            rest = [F.WireEvent(ev.data, text=ev.text, kind=ev.kind) for ev in F.v1_body(turn, explicit_add=True)]
+            self.resumable[turn.conversation_id] = Resumable(sse_part[:-1] + rest, token, turn.assistant_id, cf_ray,
+                                                             sent=len(sse_part) - 1)
             # The POST's own events are not timed like tokens: they all go out at once.
-            await self.stream(req, send, sse_part, cf_ray=cf_ray, extra={**extra, "topic_id": topic})
+            await self.stream(req, send, sse_part, cf_ray=cf_ray, extra={**extra, "topic_id": topic},
+                              headers_extra=[("x-conduit-token", token)])
         else:  # ws2024
             response_id = str(uuid.uuid4())
             token = _jwt({"response_id": response_id, "conversation_id": turn.conversation_id,
@@ -606,9 +657,26 @@ class OriginApp:
             await self._json(send, 200, F.ws2024_handoff(wss_url, turn.conversation_id, response_id,
                                                         time.time() + 3600), [("cf-ray", cf_ray)])
 
+    async def _resumable_stream(self, req: Request, send: Send, turn: F.Turn, events: list[F.WireEvent],
+                                cf_ray: str, extra: dict) -> None:
+        """Stream a v1 answer and keep it for a resume; ``x-origin-cut-after`` ends it early."""
+        token = "conduit-" + secrets.token_hex(16)
+        cut = _int(req.headers.get("x-origin-cut-after"), -1)
+        cut_after = cut if cut >= 0 else None
+        answer = Resumable(events, token, turn.assistant_id, cf_ray)
+        self.resumable[turn.conversation_id] = answer
+        answer.sent = min(cut_after, len(events)) if cut_after is not None else len(events)
+        await self.stream(req, send, events, cf_ray=cf_ray, extra=extra, cut_after=cut_after,
+                          headers_extra=[("x-conduit-token", token)])
+
     async def _resume(self, req: Request, send: Send) -> None:
         body = req.json() if isinstance(req.json(), dict) else {}
-        tree = self.conversations.get(body.get("conversation_id", ""))
+        cid = body.get("conversation_id") if isinstance(body.get("conversation_id"), str) else ""
+        answer = self.resumable.get(cid)
+        if answer is not None:
+            await self._resume_answer(req, send, cid, answer, body.get("offset"))
+            return
+        tree = self.conversations.get(cid)
         if tree is None or tree.role_of(tree.current_node) != "assistant":
             self._log_request(req, 404)
             await self._json(send, 404, {"detail": "nothing to resume"})
@@ -625,6 +693,49 @@ class OriginApp:
                       turn_exchange_id=str(uuid.uuid4()))
         await self.stream(req, send, F.v1_events(turn), cf_ray=new_cf_ray(),
                           extra={"conversation_id": tree.conversation_id, "format": "v1", "resume": True})
+
+    async def _resume_answer(self, req: Request, send: Send, cid: str, answer: Resumable, offset: Any) -> None:
+        """Continue a kept answer from event ``offset`` (the events the client consumed; no pings
+        and no ``[DONE]`` are in the origin's lists, so it is an index)."""
+        extra = {"conversation_id": cid, "format": "v1", "resume": True, "message_id": answer.message_id}
+        if req.headers.get("x-conduit-token") != answer.token:
+            self._log_request(req, 404, **extra)
+            await self._json(send, 404, {"detail": {
+                "message": "A network error occurred. Please check your connection and try again.",
+                "code": "tokenless_resume_unavailable"}})
+            return
+        if answer.complete or req.headers.get("x-origin-resume") == "persisted":
+            self._log_request(req, 410, **extra)
+            await self._json(send, 410, {"errorCode": "persisted_final_available",
+                                         "detail": "The answer is complete: read it from the conversation."})
+            return
+        start = offset if isinstance(offset, int) and not isinstance(offset, bool) and offset >= 0 else 0
+        events = answer.events[start:]
+        cut = _int(req.headers.get("x-origin-cut-after"), -1)
+        cut_after = cut if cut >= 0 else None
+        answer.sent = start + (min(cut_after, len(events)) if cut_after is not None else len(events))
+        await self.stream(req, send, events, cf_ray=new_cf_ray(), extra={**extra, "offset": start},
+                          cut_after=cut_after, headers_extra=[("x-conduit-token", answer.token)])
+
+    async def _stop(self, req: Request, send: Send) -> None:
+        """``POST …/stop_conversation``: the user pressed stop; the kept answer cannot be resumed."""
+        body = req.json() if isinstance(req.json(), dict) else {}
+        cid = body.get("conversation_id") if isinstance(body.get("conversation_id"), str) else ""
+        answer = self.resumable.get(cid)
+        if answer is not None:
+            answer.stopped = True
+        self._log_request(req, 200, conversation_id=cid, stop=True)
+        await self._json(send, 200, {"status": "ok", "last_message_id": answer.message_id if answer else None})
+
+    async def _stream_status(self, req: Request, send: Send, cid: str) -> None:
+        answer = self.resumable.get(cid)
+        if answer is None and cid not in self.conversations:
+            self._log_request(req, 404, conversation_id=cid)
+            await self._json(send, 404, {"detail": "conversation not found"})
+            return
+        status = "IS_STREAMING" if answer is not None and not answer.complete else "COMPLETE"
+        self._log_request(req, 200, conversation_id=cid, stream_status=status)
+        await self._json(send, 200, {"status": status})
 
     # -- OpenAI API -------------------------------------------------------------------------
 

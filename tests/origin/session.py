@@ -57,6 +57,8 @@ ANONYMOUS_ID = "6f1c2b9e-0d3a-4e57-9b1f-0a2c3d4e5f60"
 DEVICE_ID = "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d"
 STABLE_ID = "c0ffee00-1234-4abc-8def-0123456789ab"
 STATSIG_CLIENT_KEY = "client-OriginTestStatsigKey"
+RESUME_TEXTS = ("Tell me a long story about proxies", "Go on with the story please",
+                "Now summarise the whole story", "Start another one", "One more over the socket")
 USER_TEXTS = ("What does a proxy see of my chats?", "Explain streaming in two sentences",
               "And how is latency measured?")
 
@@ -103,6 +105,12 @@ class StreamRecord:
     user_text: str = ""
     model_slug: str | None = None
     ws_key: str | None = None     # celsius topic id / 2024 response id
+    conduit_token: str | None = None  # the x-conduit-token the POST answered with (a resume needs it)
+    cut: bool = False             # the stream ended without [DONE]
+    resumes: list[StreamRecord] = field(default_factory=list)  # POST …/resume parts that streamed
+    resume_failures: list[tuple[int, Any]] = field(default_factory=list)  # (status, body) of failed resumes
+    stopped: bool = False         # stop_conversation was sent for it
+    preflight_ms: float = 0.0
 
 
 @dataclass
@@ -118,6 +126,7 @@ class SessionRecord:
     statsig_payloads: list[dict] = field(default_factory=list)
     api_responses: list[dict] = field(default_factory=list)          # non-streamed API bodies
     requests: list[tuple[str, str, int]] = field(default_factory=list)
+    stream_statuses: list[str | None] = field(default_factory=list)  # what stream_status answered, in order
 
     @property
     def cf_rays(self) -> list[str]:
@@ -405,6 +414,7 @@ class Session:
         self.record = SessionRecord(self.base_url)
         self.timeout = timeout
         self._celsius: WSClient | None = None
+        self._trackers: dict[int, TextTracker] = {}  # id(StreamRecord) -> the page's text state, for resumes
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -457,8 +467,12 @@ class Session:
             rec.text_times.append(ev.t)
 
     def turn(self, fmt: str, action: str, *, conversation_id: str | None, parent: str, user_text: str,
-             user_id: str | None = None) -> StreamRecord:
-        """One conversation POST (and its WebSocket, if handed off); returns what the client saw."""
+             user_id: str | None = None, cut_after: int | None = None, events_2026: bool = False,
+             follow_sse: bool = False, send_beacon: bool = True) -> StreamRecord:
+        """One conversation POST (and its WebSocket, if handed off); returns what the client saw.
+
+        ``cut_after``: the origin ends the stream after that many events without ``[DONE]``;
+        ``follow_sse``: a celsius hand-off is followed over HTTP (``resume_sse_endpoint``)."""
         v1 = fmt in ("v1", "celsius")
         prefix = "/backend-api/f/conversation" if v1 else "/backend-api/conversation"
         t_pre = time.time()
@@ -483,12 +497,17 @@ class Session:
         if v1:
             body["supported_encodings"] = ["v1"]
         headers = self.web_headers(stream=True) | {"x-origin-format": fmt}
+        if cut_after is not None:
+            headers["x-origin-cut-after"] = str(cut_after)
+        if events_2026:
+            headers["x-origin-events"] = "2026"
         rec = StreamRecord("conversation", fmt, prefix, 0, "", None, time.time(), action=action,
                            conversation_id=conversation_id, user_message_id=user_id, parent_message_id=parent,
                            user_text=user_text)
         tracker = TextTracker()
         with self.client.stream("POST", prefix, json=body, headers=headers) as r:
             rec.status, rec.http_version, rec.cf_ray = r.status_code, r.http_version, r.headers.get("cf-ray")
+            rec.conduit_token = r.headers.get("x-conduit-token")
             self.record.requests.append(("POST", prefix, r.status_code))
             if r.status_code != 200:
                 r.read()
@@ -498,17 +517,111 @@ class Session:
                 rec.ended_at = time.time()
             else:
                 self._stream_sse(rec, r, tracker)
+        self._trackers[id(rec)] = tracker
+        rec.conversation_id = tracker.conversation_id or rec.conversation_id
         if fmt == "ws2024":
             self._ws2024(rec, handoff, tracker)
+        elif fmt == "celsius" and follow_sse:
+            rec.cut = True  # the POST ended at the hand-off: the rest comes from …/resume
+            self.resume(rec)
         elif fmt == "celsius":
             self._celsius_stream(rec, tracker)
+        elif fmt == "v1":
+            rec.cut = not any(ev.data == "[DONE]" for ev in rec.events)
         rec.conversation_id = tracker.conversation_id or rec.conversation_id
         rec.message_id, rec.model_slug = tracker.message_id, tracker.model_slug
+        rec.preflight_ms = preflight_ms
         self.record.streams.append(rec)
-        b = beacon(rec.cf_ray, rec.model_slug, rec.started_at, rec.text_times, rec.ended_at, preflight_ms)
+        if send_beacon:
+            self.send_beacon(rec)
+        return rec
+
+    def send_beacon(self, rec: StreamRecord) -> None:
+        b = beacon(rec.cf_ray, rec.model_slug, rec.started_at, rec.text_times, rec.ended_at,
+                   rec.preflight_ms)
         self._request("POST", "/backend-api/lat/r", headers=self.web_headers(), json=b)
         self.record.beacons.append(b)
-        return rec
+
+    # -- resumed streams, stop, status (guide 6c) ------------------------------------------------
+
+    def resume(self, rec: StreamRecord, *, token: str | None | bool = True, cut_after: int | None = None,
+               persisted: bool = False) -> int:
+        """``POST …/f/conversation/resume`` from the events consumed so far (``[DONE]`` and pings not
+        counted), with the POST's conduit token (``token=True``), none (``None``) or another one.
+        What streams back grows ``rec`` as the page's answer grows; a failure is noted on it."""
+        offset = sum(1 for ev in rec.events if ev.data != "[DONE]" and ev.event != "ping")
+        headers = {k: v for k, v in self.web_headers(stream=True).items() if k != "x-conduit-token"}
+        conduit = rec.conduit_token if token is True else token
+        if conduit:
+            headers["x-conduit-token"] = str(conduit)
+        if cut_after is not None:
+            headers["x-origin-cut-after"] = str(cut_after)
+        if persisted:
+            headers["x-origin-resume"] = "persisted"
+        path = "/backend-api/f/conversation/resume"
+        part = StreamRecord("resume", "v1", path, 0, "", None, time.time(), conversation_id=rec.conversation_id)
+        with self.client.stream("POST", path, json={"conversation_id": rec.conversation_id, "offset": offset},
+                                headers=headers) as r:
+            part.status, part.http_version, part.cf_ray = r.status_code, r.http_version, r.headers.get("cf-ray")
+            self.record.requests.append(("POST", path, r.status_code))
+            if r.status_code != 200:
+                r.read()
+                rec.resume_failures.append((r.status_code, r.json()))
+                return r.status_code
+            self._stream_sse(part, r, self._trackers[id(rec)])
+        rec.resumes.append(part)
+        rec.events += part.events
+        rec.text += part.text
+        rec.text_times += part.text_times
+        rec.ended_at = part.ended_at
+        rec.cut = not any(ev.data == "[DONE]" for ev in part.events)
+        return r.status_code
+
+    def stream_status(self, conversation_id: str) -> str | None:
+        r = self._request("GET", f"/backend-api/conversation/{conversation_id}/stream_status",
+                          headers=self.web_headers())
+        return r.json().get("status") if r.status_code == 200 else "UNAVAILABLE"
+
+    def stop(self, rec: StreamRecord) -> dict:
+        """The user pressed stop."""
+        r = self._request("POST", "/backend-api/stop_conversation", headers=self.web_headers(),
+                          json={"conversation_id": rec.conversation_id, "exclude_async_types": []})
+        rec.stopped = True
+        return r.json()
+
+    def resumed_chat(self, cut_after: int = 16) -> str:
+        """A new v1 chat with the 2026 events whose answers break (no ``[DONE]``) and are resumed:
+        once cleanly (stream_status before and after), once with a failed resume (no conduit token,
+        404) and a second break, once answered 410 ``persisted_final_available`` (then read from
+        history), once stopped by the user; and a celsius hand-off followed over HTTP."""
+        root = "client-created-root"
+        a = self.turn("v1", "next", conversation_id=None, parent=root, user_text=RESUME_TEXTS[0],
+                      cut_after=cut_after, events_2026=True, send_beacon=False)
+        cid = a.conversation_id
+        assert cid is not None
+        self.record.stream_statuses.append(self.stream_status(cid))
+        self.resume(a)
+        self.record.stream_statuses.append(self.stream_status(cid))
+        self.send_beacon(a)
+        b = self.turn("v1", "next", conversation_id=cid, parent=a.message_id or root, user_text=RESUME_TEXTS[1],
+                      cut_after=cut_after, events_2026=True, send_beacon=False)
+        self.resume(b, token=None)
+        self.resume(b, cut_after=3)
+        self.resume(b)
+        self.send_beacon(b)
+        c = self.turn("v1", "next", conversation_id=cid, parent=b.message_id or root, user_text=RESUME_TEXTS[2],
+                      cut_after=cut_after, events_2026=True)
+        self.resume(c, persisted=True)
+        d = self.turn("v1", "next", conversation_id=cid, parent=c.message_id or root, user_text=RESUME_TEXTS[3],
+                      cut_after=cut_after, events_2026=True)
+        self.stop(d)
+        mapping = self._request("GET", f"/backend-api/conversation/{cid}", headers=self.web_headers())
+        self.record.mappings[cid] = mapping.json()
+        self.record.conversation_ids["resume"] = cid
+        e = self.turn("celsius", "next", conversation_id=None, parent=root, user_text=RESUME_TEXTS[4],
+                      follow_sse=True)
+        self.record.conversation_ids["resume_sse_endpoint"] = e.conversation_id or ""
+        return cid
 
     def _ws2024(self, rec: StreamRecord, handoff: dict, tracker: TextTracker) -> None:
         from tests.origin.formats import WEBPUBSUB_SUBPROTOCOL
@@ -668,7 +781,7 @@ class Session:
 def run_session(base_url: str, *, proxy: str | None = None, verify: Verify = True, http2: bool = False,
                 delays: tuple[float, float] = (150, 20), formats: Sequence[str] = ("legacy", "v1"),
                 secrets: Mapping[str, str] | Sequence[str] = SECRETS, encoding: str | None = None,
-                n_turns: int = 3, analytics: bool = True, api: bool = True,
+                n_turns: int = 3, analytics: bool = True, api: bool = True, resume: bool = False,
                 extra_headers: Mapping[str, str] | None = None, timeout: float = 30.0) -> SessionRecord:
     """Run the scripted session against ``base_url`` and return what it did and saw.
 
@@ -684,6 +797,8 @@ def run_session(base_url: str, *, proxy: str | None = None, verify: Verify = Tru
             if analytics and fmt == formats[0]:
                 session.segment(cid)
                 session.statsig(cid)
+        if resume:
+            session.resumed_chat()
         if api:
             session.api()
         session._request("GET", "/backend-api/conversations?offset=0&limit=28", headers=session.web_headers())
