@@ -198,10 +198,38 @@ def test_v1_stream_follows_delta_rules_and_matches_mapping(client) -> None:
     assert stored["content"] == answer["content"] and stored["status"] == answer["status"]
     root = [n for n in mapping["mapping"].values() if n["parent"] is None]
     assert len(root) == 1 and root[0]["message"] is None and root[0]["id"] == "client-created-root"
-    # A broken stream can be resumed: the same answer again.
-    resumed = replay_v1(parse_sse(client.post("/backend-api/f/conversation/resume", json={
-        "conversation_id": cid, "offset": 0}, headers={"x-origin-delays-ms": "5,1"}).content))
-    assert resumed[answer["id"]]["content"] == answer["content"]
+    # This stream was not broken: a resume finds the answer stored (410), and none works without
+    # the conduit token the POST answered with (404), as guide 6c says.
+    token = r.headers["x-conduit-token"]
+    late = client.post("/backend-api/f/conversation/resume", json={"conversation_id": cid, "offset": 3},
+                       headers={"x-conduit-token": token})
+    assert late.status_code == 410 and late.json()["errorCode"] == "persisted_final_available"
+    tokenless = client.post("/backend-api/f/conversation/resume", json={"conversation_id": cid, "offset": 3})
+    assert tokenless.status_code == 404 and tokenless.json()["detail"]["code"] == "tokenless_resume_unavailable"
+
+
+@pytest.mark.parametrize("cut", [2, 6, 9, 12])
+def test_a_cut_v1_stream_resumes_from_its_offset(client, cut) -> None:
+    """Cut without [DONE] after ``cut`` events, resumed from there: together the uncut stream."""
+    body = new_chat_body("Resume me please")
+    r = client.post("/backend-api/f/conversation", json=body,
+                    headers={"x-origin-cut-after": str(cut), "x-origin-delays-ms": "5,1"})
+    head = parse_sse(r.content)
+    assert len(head) == cut and (None, "[DONE]") not in head
+    cid = next(json.loads(d)["conversation_id"] for _, d in head if "conversation_id" in d)
+    status = client.get(f"/backend-api/conversation/{cid}/stream_status").json()
+    assert status == {"status": "IS_STREAMING"}
+    rest = parse_sse(client.post("/backend-api/f/conversation/resume", json={"conversation_id": cid, "offset": cut},
+                                 headers={"x-conduit-token": r.headers["x-conduit-token"],
+                                          "x-origin-delays-ms": "5,1"}).content)
+    assert rest[-1] == (None, "[DONE]")
+    messages = replay_v1(head + rest)
+    mapping = client.get(f"/backend-api/conversation/{cid}").json()
+    answer = messages[mapping["current_node"]]
+    assert answer["content"] == mapping["mapping"][answer["id"]]["message"]["content"]
+    assert client.get(f"/backend-api/conversation/{cid}/stream_status").json() == {"status": "COMPLETE"}
+    stop = client.post("/backend-api/stop_conversation", json={"conversation_id": cid, "exclude_async_types": []})
+    assert stop.json() == {"status": "ok", "last_message_id": answer["id"]}
 
 
 def test_reasoning_variant_adds_thoughts_before_the_answer(client) -> None:
