@@ -22,10 +22,13 @@ from analyzer.analysis.latency import compute_latency, conversation_turns
 from analyzer.analysis.report import build_report
 from analyzer.analysis.resume import merge_resumes, resume_pairs, resumed_stream_events
 from analyzer.cli import main as cli_main
+from analyzer.extract import extract_flow
 from analyzer.importer import import_sources
+from analyzer.recognise import recognise
 from analyzer.store import load_capture
 from analyzer.streams.conversation import ConversationStream
 from analyzer.streams.delta_v1 import apply_delta
+from tests.flows_factory import make_flow
 from tests.origin import formats as F
 from tests.test_import_flowfile import _free_port, _mitmdump, _wait_port
 
@@ -117,6 +120,40 @@ def test_a_resumed_flow_continues_the_text_it_never_saw_start(cut):
     answer = rest.answer()
     assert answer["status"] == "finished_successfully" and answer["content"]["parts"] == [text_b]
     assert answer["metadata"]["finish_details"] == {"type": "stop"}
+
+
+@pytest.mark.parametrize(("method", "path", "kind"), [
+    ("POST", "/backend-api/stop_conversation", "stream_control"),
+    ("POST", "/backend-anon/stop_conversation", "stream_control"),
+    ("GET", "/backend-api/conversation/6790a1b2-0000-4000-8000-000000000001/stream_status", "stream_control"),
+    ("GET", "/backend-api/conversation/6790a1b2-0000-4000-8000-000000000001", "conversation_read"),
+    ("POST", "/backend-api/f/conversation/resume", "conversation"),
+    ("GET", "/backend-api/stop_conversation", None),
+])
+def test_recognised(method, path, kind):
+    assert recognise(method, path) == kind
+
+
+def test_stream_controls_rows_and_a_failed_resume_row():
+    cid = "6790a1b2-0000-4000-8000-000000000001"
+    status = extract_flow(make_flow("GET", f"/backend-api/conversation/{cid}/stream_status", status=404,
+                                    response_body='{"detail": "not found"}'), source="test")
+    assert [(r["kind"], r["conversation_id"], r["status"], r["status_code"]) for r in status["stream_controls"]] \
+        == [("stream_status", cid, "UNAVAILABLE", 404)]
+    stop = extract_flow(make_flow("POST", "/backend-api/stop_conversation",
+                                  body={"conversation_id": cid, "exclude_async_types": []},
+                                  response_body='{"status": "ok", "last_message_id": "a1"}'), source="test")
+    row = stop["stream_controls"][0]
+    assert (row["kind"], row["status"], row["last_message_id"]) == ("stop", "ok", "a1")
+    assert json.loads(row["extra"]) == {"request.exclude_async_types": []}
+    gone = extract_flow(make_flow("POST", "/backend-api/f/conversation/resume", status=410,
+                                  body={"conversation_id": cid, "offset": 7},
+                                  response_body='{"errorCode": "persisted_final_available", "detail": "stored"}'),
+                        source="test")
+    turn = gone["conversation_turns"][0]
+    assert (turn["status"], turn["error_code"], turn["resume_offset"], turn["error"]) == (
+        "error", "persisted_final_available", 7, "stored")
+    assert gone["errors"] == []
 
 
 def _turn_row(flow_id, at, **kw):

@@ -203,7 +203,8 @@ def extract_conversation_turn(flow: http.HTTPFlow, rows: Rows, redact: bool) -> 
         stream.conversation_id = str_or_none(conversation_id)
         event_rows = stream_rows(flow.id, timed.events, start, redact, stream.feed)
         rows["stream_events"].extend(event_rows)
-        rows["perf_stats"].extend(perf_rows(flow.id, event_rows, stream.perf_events, stream.conversation_id))
+        if stream.perf_events:
+            rows["perf_stats"].extend(perf_rows(flow.id, event_rows, stream.perf_events, stream.conversation_id))
         ttft, e2e, n_text = turn_timing(event_rows)
         answer = stream.answer() or {}
         metadata = answer.get("metadata") or {}
