@@ -399,6 +399,10 @@ def test_2026_events_perf_stats_and_the_tree(resumed_session):
         assert node.text == "".join(mapping[mid]["message"]["content"]["parts"])  # the 410 / stopped ones too
     listing = list_conversations(cap).set_index("conversation_id")
     assert listing.loc[cid, "turns"] == 4
+    # The celsius chat followed over HTTP got its title from the resume (the POST ended at the hand-off).
+    from tests.origin.session import RESUME_TEXTS
+
+    assert listing.loc[record.conversation_ids["resume_sse_endpoint"], "title"] == F.title_for(RESUME_TEXTS[4])
 
 
 def test_the_tree_from_the_streams_alone_has_the_whole_resumed_text(resumed_session):

@@ -8,7 +8,8 @@ here they become one row, as the WebSocket hand-offs do in ``analyzer.analysis.h
 
 * a resume belongs to the latest non-resume turn of its conversation that started before it;
 * the text is the first flow's answer continued by each resume's (a resume that names a message
-  of its own, e.g. one it started, replaces it); status, finish and error are the last part's;
+  of its own, e.g. one it started, replaces it); status, finish, error, model and title are the
+  last part's (model and title where it names them);
 * TTFT and E2E count from the first POST; ``n_events`` / ``n_text_events`` are summed;
 * ``n_resumes`` counts the resume requests, ``resume_gap_ms`` sums, over the resumes that streamed,
   the time from the last event of the part before to the first text event of the resume (its last
@@ -131,7 +132,7 @@ def _fold(origin: pd.Series, parts: list[tuple[pd.Series, float]]) -> dict:
         last, shift = last_streamed
         if "e2e_ms" in origin.index and _get(last, "e2e_ms") is not None:
             out["e2e_ms"] = shift + last["e2e_ms"]
-        for column in ("status", "finish_type", "error", "next_offset", "server_model_slug", "model_slug"):
+        for column in ("status", "finish_type", "error", "next_offset", "server_model_slug", "model_slug", "title"):
             if column in origin.index and (column in ("status", "error") or _get(last, column) is not None):
                 out[column] = _get(last, column)
     if last_failed is not None and "error" in origin.index:
@@ -159,7 +160,7 @@ def merge_resumes(turns: pd.DataFrame, pairs: pd.DataFrame | None = None) -> pd.
         row = position[into]
         for column, value in _fold(origin, parts).items():
             if column in ("assistant_text", "resume_error", "assistant_message_id", "status", "finish_type",
-                          "error", "resume_events_lost"):
+                          "error", "resume_events_lost", "title", "model_slug", "server_model_slug"):
                 out[column] = out[column].astype("object")
             out.iat[row, out.columns.get_loc(column)] = value
     consumed = set(pairs["flow_id"])
