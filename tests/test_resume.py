@@ -156,6 +156,27 @@ def test_stream_controls_rows_and_a_failed_resume_row():
     assert gone["errors"] == []
 
 
+def test_2026_events_on_a_celsius_socket():
+    """The same v1 lines ride the celsius WebSocket: perf_stats rows, no false 'without [DONE]'."""
+    from mitmproxy import websocket
+
+    turn = a_turn(TOKENS)
+    wire = F.v1_events_2026(turn, first_ms=100, gap_ms=10)
+    frames = F.celsius_frames([ev for ev in wire if ev.kind != "done"], "topic-1")  # ends with the topic's done
+    flow = make_flow("GET", "/celsius/ws/user", status=101, response_body=b"", start=10.0)
+    flow.websocket = websocket.WebSocketData()
+    flow.websocket.messages.append(websocket.WebSocketMessage(1, True, b'{"type":"subscribe"}', 10.5))
+    for i, frame in enumerate(frames):
+        flow.websocket.messages.append(websocket.WebSocketMessage(1, False, frame.data, 11.0 + i * 0.01))
+    rows = extract_flow(flow, source="test")
+    answer = rows["conversation_turns"][0]
+    assert answer["assistant_text"] == "".join(TOKENS) and answer["error"] is None
+    assert answer["resume_token_kind"] == "topic"
+    assert {(r["metric"], r["value"]) for r in rows["perf_stats"]} == {
+        ("stats.time_to_first_token_ms", 100.0), ("stats.total_time_ms", 180.0), ("stats.output_tokens", 9.0)}
+    assert {m["parent_id"] for m in rows["messages"] if m["message_id"] == "a1"} == {"u1"}
+
+
 def _turn_row(flow_id, at, **kw):
     row = {"flow_id": flow_id, "conversation_id": "c1", "started_at": pd.Timestamp(at, unit="s", tz="UTC"),
            "path": "/backend-api/f/conversation", "stream_format": "v1", "n_events": 10, "n_text_events": 4,

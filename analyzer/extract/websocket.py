@@ -11,6 +11,7 @@ from __future__ import annotations
 from mitmproxy import http
 
 from analyzer.extract.conversation import infer_status, stream_messages, stream_rows, turn_timing
+from analyzer.extract.perf_stats import perf_rows
 from analyzer.extract.rows import Rows
 from analyzer.streams.conversation import ConversationStream, message_text
 from analyzer.streams.sse import SSEParser
@@ -90,6 +91,8 @@ def _answer_rows(flow: http.HTTPFlow, turn: dict, rows: Rows, redact: bool) -> N
     stream = ConversationStream()
     event_rows = stream_rows(turn_id, turn["events"], turn["start"], redact, stream.feed)
     rows["stream_events"].extend(event_rows)
+    if stream.perf_events:  # the 2026 v1 events ride the socket too
+        rows["perf_stats"].extend(perf_rows(turn_id, event_rows, stream.perf_events, stream.conversation_id))
     ttft, e2e, n_text = turn_timing(event_rows)
     answer = stream.answer() or {}
     metadata = answer.get("metadata") or {}
@@ -118,7 +121,8 @@ def _answer_rows(flow: http.HTTPFlow, turn: dict, rows: Rows, redact: bool) -> N
             "n_text_events": n_text,
             "path": flow.request.path.split("?", 1)[0],
             "error": stream.stream_error
-            or (None if stream.done or stream.completed else "stream ended without [DONE]"),
+            or (None if stream.done or stream.completed or stream.main_completed else "stream ended without [DONE]"),
+            "resume_token_kind": stream.resume_token_kind,
         }
     )
     seen_at = turn["events"][-1].at if turn["events"] else None
