@@ -237,6 +237,14 @@ TABLES: dict[str, pa.Schema] = {
 
 TABLE_NAMES: tuple[str, ...] = tuple(TABLES)
 
+# The tables of the first capture format. Every later table is missing from captures written
+# before it existed: readers take a missing later table as empty (nothing of that kind was recorded
+# then), while a capture missing one of these is incomplete.
+FIRST_TABLES: frozenset[str] = frozenset({
+    "flows", "conversation_turns", "messages", "conversation_reads", "stream_events", "latency_beacons",
+    "segment_events", "statsig_events", "api_calls", "errors",
+})
+
 
 def empty_table(name: str) -> pa.Table:
     """An empty Arrow table with the schema of ``name``."""

@@ -11,7 +11,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
 
-from analyzer.schema import TABLES
+from analyzer.schema import FIRST_TABLES, TABLES
 from analyzer.store.compact import superseded_parts
 
 
@@ -71,7 +71,7 @@ def load_capture(paths: str | os.PathLike | Iterable[str | os.PathLike], *, requ
         present = [name for name in TABLES if (path / name).is_dir()]
         if not present:
             raise CaptureError(f"{path}: not a capture (none of the tables {', '.join(TABLES)} is in it)")
-        missing = [name for name in TABLES if name not in present]
+        missing = [name for name in TABLES if name not in present and name in FIRST_TABLES]
         if missing and require_all:
             raise CaptureError(f"{path}: incomplete capture, missing table(s): {', '.join(missing)}")
         resolved.append(path)
