@@ -12,16 +12,25 @@ SEGMENT = "segment"
 STATSIG = "statsig"
 API = "api"
 STREAM_CONTROL = "stream_control"
+CONVERSATION_PAGE = "conversation_page"
+FILE_DOWNLOAD = "file_download"
 OTHER = "other"
 
 KINDS = (CONVERSATION, CONVERSATION_READ, CONVERSATION_WEBSOCKET, LATENCY_BEACON, SEGMENT, STATSIG, API,
-         STREAM_CONTROL)
+         STREAM_CONTROL, CONVERSATION_PAGE, FILE_DOWNLOAD)
 
 # POST /backend-api/conversation, /backend-anon/conversation, /backend-api/f/conversation,
 # /backend-anon/f/conversation, /backend-api/f/conversation/resume (any prefix, e.g. a reverse proxy).
 _CONVERSATION_POST = re.compile(r"/backend-(?:api|anon)/(?:f/)?conversation(?:/resume)?/?$")
 # GET /backend-api/conversation/<uuid-ish id>
 _CONVERSATION_READ = re.compile(r"/backend-(?:api|anon)/conversation/([0-9A-Za-z][0-9A-Za-z_-]{7,})/?$")
+# 2026 paged history (guide 6b): GET /backend-api/conversations/<id> (plural) and
+# GET /backend-api/conversations/<id>/messages?before=<cursor>. The list (…/conversations?offset=)
+# has no id and is not a page.
+_CONVERSATION_PAGE = re.compile(
+    r"/backend-(?:api|anon)/conversations/([0-9A-Za-z][0-9A-Za-z_-]{7,})(/messages)?/?$")
+# GET /backend-api/files/download/<file id>: answers with a signed estuary URL (guide 6e).
+_FILE_DOWNLOAD = re.compile(r"/backend-api/files/download/([0-9A-Za-z][0-9A-Za-z_-]*)/?$")
 _NOT_IDS = frozenset({"init", "prepare", "resume", "textdocs", "voice", "gen_title", "message_feedback"})
 # POST …/stop_conversation (the user pressed stop); GET …/conversation/<id>/stream_status (guide 6c).
 _STOP_CONVERSATION = re.compile(r"/backend-(?:api|anon)/stop_conversation/?$")
@@ -62,6 +71,11 @@ def recognise(method: str, path: str) -> str | None:
         match = _CONVERSATION_READ.search(path)
         if match and match.group(1) not in _NOT_IDS:
             return CONVERSATION_READ
+        match = _CONVERSATION_PAGE.search(path)
+        if match and match.group(1) not in _NOT_IDS:
+            return CONVERSATION_PAGE
+        if _FILE_DOWNLOAD.search(path):
+            return FILE_DOWNLOAD
     return None
 
 
@@ -77,6 +91,16 @@ def stream_control(path: str) -> tuple[str, str | None] | None:
         return "stop", None
     match = _STREAM_STATUS.search(path)
     return ("stream_status", match.group(1)) if match else None
+
+
+def conversation_id_from_page(path: str) -> str | None:
+    match = _CONVERSATION_PAGE.search(strip_query(path))
+    return match.group(1) if match else None
+
+
+def file_id_from_download(path: str) -> str | None:
+    match = _FILE_DOWNLOAD.search(strip_query(path))
+    return match.group(1) if match else None
 
 
 def segment_endpoint(path: str) -> str | None:

@@ -102,8 +102,10 @@ TABLES: dict[str, pa.Schema] = {
         ("source", STR),
         ("flow_id", STR),
         ("seen_at", TS),
+        ("images", STR),  # JSON list of the message's image_asset_pointer parts; null when none
     ),
-    # One row per conversation read (GET …/conversation/<id> with a mapping): the tree's metadata.
+    # One row per conversation read: a mapping (GET …/conversation/<id>) or a history page
+    # (GET …/conversations/<id>[/messages]): the tree's or page's metadata.
     "conversation_reads": _schema(
         ("flow_id", STR),
         ("conversation_id", STR),
@@ -113,6 +115,20 @@ TABLES: dict[str, pa.Schema] = {
         ("current_node", STR),
         ("n_nodes", I64),
         ("read_at", TS),
+        ("read_type", STR),  # mapping | page
+        ("n_messages", I64),
+        ("num_turns", I64),
+        ("before_cursor", STR),
+        ("start_cursor", STR),
+        ("end_cursor", STR),
+        ("has_previous_page", BOOL),
+        ("has_next_page", BOOL),
+        ("default_model_slug", STR),
+        ("is_do_not_remember", BOOL),
+        ("is_temporary_chat", BOOL),
+        ("is_archived", BOOL),
+        ("async_status", I64),
+        ("extra", STR),  # JSON object of the top-level keys without a column of their own
     ),
     # One row per SSE event ([DONE] included, as type "done") or WebSocket stream item.
     "stream_events": _schema(
@@ -232,6 +248,17 @@ TABLES: dict[str, pa.Schema] = {
         ("message_id", STR),
         ("metric", STR),
         ("value", F64),
+    ),
+    # One row per GET /backend-api/files/download/<id> answer: the file's signed URL (redacted).
+    "file_downloads": _schema(
+        ("flow_id", STR),
+        ("file_id", STR),
+        ("status", STR),
+        ("file_name", STR),
+        ("download_url", STR),
+        ("creation_time", TS),
+        ("extra", STR),
+        ("read_at", TS),
     ),
 }
 

@@ -1,7 +1,8 @@
 """Conversations rebuilt from a capture: one tree per conversation, every source merged.
 
 A message can be seen several times: in the request that sent it (``source = request``), in the
-stream that answered it (``stream``), in a ``GET …/conversation/<id>`` read (``mapping``). The
+stream that answered it (``stream``), in a ``GET …/conversation/<id>`` read (``mapping``), in a
+page of the 2026 paged history (``page``), in a celsius ``conversation-update`` frame (``update``). The
 ``messages`` table keeps every sighting; this module de-duplicates them by message id and links
 the survivors into a tree (``docs/conversations.md`` gives the rules). The work on the tables is
 done with pandas over all rows at once; Python only walks the (small) resolved tree.
@@ -37,9 +38,10 @@ log = logging.getLogger(__name__)
 ROOT_ID = "client-created-root"
 
 # Among sightings of one message with equally complete status and the same seen_at, the server's
-# stored copy beats the live stream, which beats what the client sent; ``turn`` rows are a last
-# resort for messages that have no row in ``messages`` at all.
-SOURCE_RANK = {"mapping": 3, "stream": 2, "request": 1, "turn": 0}
+# stored copy (a mapping or a history page) beats the live stream or socket update, which beats
+# what the client sent; ``turn`` rows are a last resort for messages that have no row in
+# ``messages`` at all.
+SOURCE_RANK = {"mapping": 3, "page": 3, "stream": 2, "update": 2, "request": 1, "turn": 0}
 
 # Content types that carry the dialogue itself; others (thoughts, code for a tool, …) are not
 # part of an API-style context.
@@ -58,6 +60,8 @@ TURN_COLUMNS = [
     "finish_type",
 ]
 READ_COLUMNS = ["flow_id", "conversation_id", "title", "current_node", "read_at"]
+# Sources that are reads of the server's stored conversation (not new activity).
+READ_SOURCES = ("mapping", "page")
 LIST_COLUMNS = ["conversation_id", "title", "turns", "messages", "models", "first_at", "last_at"]
 
 
@@ -431,12 +435,15 @@ def _break_cycles(parents: dict[str, str | None]) -> None:
 
 def _current_node(resolved: pd.DataFrame, s: pd.DataFrame, reads: pd.DataFrame,
                   nodes: dict[str, Node]) -> str | None:
-    """The newest read's current_node if no other message was first seen after that read,
-    else the newest leaf."""
+    """The newest read's current_node if no message outside the reads was first seen after that
+    read, else the newest leaf. Older history pages read after the newest one are reads too: the
+    messages they bring are not new activity."""
+    all_reads = reads
     reads = reads[_isin(reads["current_node"], list(nodes))]
     if not reads.empty:
         read = reads.sort_values("read_at", kind="stable", na_position="first").iloc[-1]
-        in_read = s[s["flow_id"] == read["flow_id"]]
+        in_read = s[(s["flow_id"] == read["flow_id"])
+                    | (_isin(s["flow_id"], all_reads["flow_id"].dropna()) & _isin(s["source"], READ_SOURCES))]
         read_time = read["read_at"] if pd.notna(read["read_at"]) else in_read["seen_at"].max()
         later = resolved[~_isin(resolved["message_id"], in_read["message_id"])
                          & (resolved["first_seen"] > read_time)]

@@ -17,7 +17,7 @@ from mitmproxy import http
 
 from analyzer.extract import WebSocketAnswers, extract_finished_answers, extract_flow
 from analyzer.store.writer import CaptureWriter
-from analyzer.streams.websocket import sse_text_from_frame
+from analyzer.streams.websocket import is_conversation_frame
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ class CapturePipeline:
         answers = self._sockets.get(flow.id)
         if answers is None:
             last = flow.websocket.messages[-1] if flow.websocket and flow.websocket.messages else None
-            if last is None or last.from_client or sse_text_from_frame(last.content) is None:
+            if last is None or last.from_client or not is_conversation_frame(last.content):
                 return {}  # not (yet) a socket that carries answers
             answers = self._sockets[flow.id] = WebSocketAnswers(flow)
         return extract_finished_answers(answers, redact=self.redact)

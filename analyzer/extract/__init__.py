@@ -19,6 +19,7 @@ from analyzer.extract.beacon import extract_beacon
 from analyzer.extract.common import ExtractError
 from analyzer.extract.conversation import extract_conversation_read, extract_conversation_turn
 from analyzer.extract.flows import flow_row
+from analyzer.extract.history import extract_conversation_page, extract_file_download
 from analyzer.extract.rows import Rows, new_rows
 from analyzer.extract.stream_control import extract_stream_control
 from analyzer.extract.websocket import WebSocketAnswers, extract_websocket, is_conversation_websocket
@@ -37,6 +38,8 @@ EXTRACTORS: dict[str, Extractor] = {
     kinds.STATSIG: extract_statsig,
     kinds.API: extract_api_call,
     kinds.STREAM_CONTROL: extract_stream_control,
+    kinds.CONVERSATION_PAGE: extract_conversation_page,
+    kinds.FILE_DOWNLOAD: extract_file_download,
 }
 
 __all__ = ["EXTRACTORS", "ExtractError", "Rows", "WebSocketAnswers", "extract_finished_answers", "extract_flow",

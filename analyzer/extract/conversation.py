@@ -19,6 +19,7 @@ from analyzer.extract.common import (
     str_or_none,
     to_json,
 )
+from analyzer.extract.history_fields import image_parts, read_metadata
 from analyzer.extract.perf_stats import perf_rows
 from analyzer.extract.rows import Rows
 from analyzer.recognise import conversation_id_from_read
@@ -37,8 +38,9 @@ def message_row(message: dict, *, conversation_id: str | None, parent_id: str | 
     return {
         "conversation_id": conversation_id,
         "message_id": str_or_none(message.get("id")),
-        # A mapping's node.parent is authoritative; elsewhere the message's own metadata is.
-        "parent_id": parent_id if source == "mapping" else (metadata.get("parent_id") or parent_id),
+        # A mapping's node.parent (and the parent a history page gives) is authoritative;
+        # elsewhere the message's own metadata is.
+        "parent_id": parent_id if source in ("mapping", "page") else (metadata.get("parent_id") or parent_id),
         "role": str_or_none(role),
         "author_name": str_or_none(author.get("name")),
         "content_type": str_or_none(content.get("content_type")),
@@ -52,6 +54,7 @@ def message_row(message: dict, *, conversation_id: str | None, parent_id: str | 
         "source": source,
         "flow_id": flow_id,
         "seen_at": seen_at,
+        "images": image_parts(message),
     }
 
 
@@ -279,13 +282,12 @@ def extract_conversation_read(flow: http.HTTPFlow, rows: Rows, redact: bool) -> 
     mapping = body["mapping"]
     rows["conversation_reads"].append(
         {
+            **read_metadata(body, redact),
             "flow_id": flow.id,
             "conversation_id": conversation_id,
-            "title": body.get("title"),
-            "create_time": parse_time(body.get("create_time")),
-            "update_time": parse_time(body.get("update_time")),
-            "current_node": body.get("current_node"),
             "n_nodes": len(mapping),
+            "n_messages": sum(1 for n in mapping.values() if isinstance(n, dict) and isinstance(n.get("message"), dict)),
+            "read_type": "mapping",
             "read_at": read_at,
         }
     )

@@ -1,5 +1,9 @@
 """Conversation streams over WebSocket: frames unwrapped to SSE, split into answers.
 
+One socket may carry many answers. The celsius socket also carries ``conversation-update``
+frames (long image tasks finishing, guide 6e): each message they carry is a ``messages`` row
+with ``source = update`` and the socket's plain flow id.
+
 One socket may carry many answers. Each answer becomes a turn whose id is
 ``<websocket flow id>#<n>``; its events' offsets count from the client frame that asked for it
 (the last client→server frame before the answer began) or, without one, from the answer's
@@ -10,20 +14,24 @@ from __future__ import annotations
 
 from mitmproxy import http
 
-from analyzer.extract.conversation import infer_status, stream_messages, stream_rows, turn_timing
+from analyzer.extract.conversation import infer_status, message_row, stream_messages, stream_rows, turn_timing
 from analyzer.extract.perf_stats import perf_rows
 from analyzer.extract.rows import Rows
 from analyzer.streams.conversation import ConversationStream, message_text
 from analyzer.streams.sse import SSEParser
-from analyzer.streams.websocket import frame_turn_key, sse_text_from_frame
+from analyzer.streams.websocket import (
+    conversation_updates,
+    frame_turn_key,
+    is_conversation_frame,
+    sse_text_from_frame,
+    update_messages,
+)
 
 
 def is_conversation_websocket(flow: http.HTTPFlow) -> bool:
     if flow.websocket is None:
         return False
-    return any(
-        not m.from_client and sse_text_from_frame(m.content) is not None for m in flow.websocket.messages[:50]
-    )
+    return any(not m.from_client and is_conversation_frame(m.content) for m in flow.websocket.messages[:50])
 
 
 class WebSocketAnswers:
@@ -42,6 +50,7 @@ class WebSocketAnswers:
         self._current: dict | None = None
         self._last_client_at: float | None = None
         self._frames_read = 0
+        self._updates: list[dict] = []  # messages rows of conversation-update frames not given out yet
         self.emitted = 0  # answers already given out
 
     def feed(self) -> None:
@@ -55,6 +64,7 @@ class WebSocketAnswers:
                 continue
             text = sse_text_from_frame(frame.content)
             if text is None:
+                self._updates.extend(_update_rows(self.flow.id, frame.content, frame.timestamp))
                 continue
             key = frame_turn_key(frame.content)
             for event in self._parser.feed(text, frame.timestamp):
@@ -70,7 +80,10 @@ class WebSocketAnswers:
         self._frames_read = end
 
     def rows(self, rows: Rows, redact: bool, *, final: bool = False) -> None:
-        """Add the rows of every answer not given out yet: finished ones, or all when ``final``."""
+        """Add the rows of every answer not given out yet: finished ones, or all when ``final``;
+        and the messages of every conversation update read so far."""
+        rows["messages"].extend(self._updates)
+        self._updates = []
         while self.emitted < len(self._turns):
             turn = self._turns[self.emitted]
             if not (turn["finished"] or final):
@@ -78,6 +91,18 @@ class WebSocketAnswers:
             _answer_rows(self.flow, turn, rows, redact)
             turn["events"] = []  # given out: a socket open all session keeps no answers in memory
             self.emitted += 1
+
+
+def _update_rows(flow_id: str, content: bytes | str, at: float) -> list[dict]:
+    """``messages`` rows (source ``update``) of the conversation-update payloads of one frame."""
+    out = []
+    for update in conversation_updates(content):
+        conversation_id = update.get("conversation_id")
+        for message in update_messages(update):
+            out.append(message_row(message, conversation_id=conversation_id if isinstance(conversation_id, str) else None,
+                                   parent_id=message.get("parent_id") if isinstance(message.get("parent_id"), str)
+                                   else None, source="update", flow_id=flow_id, seen_at=at))
+    return out
 
 
 def extract_websocket(flow: http.HTTPFlow, rows: Rows, redact: bool) -> None:

@@ -74,3 +74,56 @@ def frame_turn_key(content: bytes | str) -> str | None:
             if payload.get(key):
                 return str(payload[key])
     return None
+
+
+def _update_of(obj: object) -> dict | None:
+    """The ``conversation-update`` event in ``obj``: bare ``{type, payload}``, or inside the
+    celsius topic envelope ``{"type": "message", "topic_id": …, "payload": {type, payload}}``."""
+    if not isinstance(obj, dict):
+        return None
+    if obj.get("type") == "conversation-update" and isinstance(obj.get("payload"), dict):
+        return obj["payload"]
+    payload = obj.get("payload")
+    if isinstance(payload, dict) and payload.get("type") == "conversation-update" \
+            and isinstance(payload.get("payload"), dict):
+        return payload["payload"]
+    return None
+
+
+def conversation_updates(content: bytes | str) -> list[dict]:
+    """The celsius ``conversation-update`` payloads a frame carries (guide 6e), else ``[]``.
+
+    Each is ``{conversation_id, update_type, update_content}``; ``async-task-start`` and
+    ``async-task-update-message`` carry a whole message in ``update_content.message``.
+    """
+    if isinstance(content, bytes):
+        try:
+            content = content.decode("utf-8")
+        except UnicodeDecodeError:
+            return []
+    content = content.strip()
+    if "conversation-update" not in content or not content.startswith(("{", "[")):
+        return []  # fast path: stream items and pings never hold the name
+    try:
+        obj = parse_json(content)
+    except ValueError:
+        return []
+    items = obj if isinstance(obj, list) else [obj]
+    return [u for u in (_update_of(item) for item in items) if u is not None]
+
+
+def update_messages(update: dict) -> list[dict]:
+    """The messages a ``conversation-update`` payload carries (``message``, or ``messages`` of an
+    ``add-messages`` update)."""
+    content = update.get("update_content")
+    if not isinstance(content, dict):
+        return []
+    if isinstance(content.get("message"), dict):
+        return [content["message"]]
+    messages = content.get("messages")
+    return [m for m in messages if isinstance(m, dict)] if isinstance(messages, list) else []
+
+
+def is_conversation_frame(content: bytes | str) -> bool:
+    """A server frame chatwire reads: a stream item or a conversation update."""
+    return sse_text_from_frame(content) is not None or bool(conversation_updates(content))

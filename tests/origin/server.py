@@ -258,6 +258,7 @@ class OriginApp:
         self._pending_ready: dict[str, asyncio.Event] = {}
         self._failed_once: set[str] = set()
         self.resumable: dict[str, Resumable] = {}  # conversation id -> its last v1 answer
+        self.async_updates: list = []  # (delay ms, conversation-update frames) for history2026
 
     # -- ASGI entry -------------------------------------------------------------------------
 
@@ -839,6 +840,8 @@ class OriginApp:
                 if not isinstance(obj, dict):
                     continue
                 if obj.get("type") == "subscribe" and isinstance(obj.get("topic_id"), str):
+                    if await history2026.celsius_subscribe(self, obj["topic_id"], send, path):
+                        continue
                     stream = await self._take_pending(obj["topic_id"])
                     if stream:
                         await self._send_frames(send, stream, obj["topic_id"], path)
