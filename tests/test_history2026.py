@@ -470,6 +470,17 @@ def test_analyze_conversations_json_from_pages(history_capture):
     assert out.exit_code == 0, out.output
     nodes = json.loads(out.output)["nodes"]
     assert [n["id"] for n in nodes] == _branch(history_capture["oracle"])
+    [(tool_id, images)] = _oracle_images(history_capture["oracle"]).items()
+    assert {n["id"]: n.get("images") for n in nodes if n.get("images")} == {tool_id: images}
+    # the transcript shows the image by its size and pointer, never its bytes
+    out = CliRunner().invoke(cli, ["conversations", str(history_capture["captures"]["live"]), "-c",
+                                   history_capture["cid"], "--format", "markdown"])
+    assert out.exit_code == 0, out.output
+    image = images[0]
+    line = f"- `[image {image['width']}×{image['height']}, {image['size_bytes'] / 1000:,.0f} KB, " \
+           f"{image['asset_pointer']}]`"
+    assert line in out.output.splitlines()
+    assert "Tool [multimodal_text]" in out.output and "*(no text)*" not in out.output.split(line)[0][-200:]
 
 
 @pytest.mark.slow
@@ -486,3 +497,12 @@ def test_signed_download_url_never_reaches_disk(history_capture, source):
     strings = "\n".join(str(v) for name in ("file_downloads", "flows", "messages") for v in
                         pd.DataFrame(cap.table(name)).astype(str).to_numpy().ravel())
     assert sig not in strings and sig.encode() not in blob
+
+
+def test_image_lines_keep_a_hostile_pointer_inert():
+    from analyzer.analysis.conversations import Node, image_lines
+
+    node = Node("t", None, [], "tool", "multimodal_text", "", None, None,
+                images=[{"asset_pointer": "sediment://file_1`](javascript:x)\x1b[31m", "width": 2, "height": 3,
+                         "size_bytes": 1500}, {"asset_pointer": None}])
+    assert image_lines(node) == ["[image 2×3, 2 KB, sediment://file_1???javascript:x???31m]", "[image ?]"]

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import textwrap
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -49,7 +50,7 @@ DIALOGUE_CONTENT_TYPES = {"text", "multimodal_text"}
 
 MESSAGE_COLUMNS = [
     "conversation_id", "message_id", "parent_id", "role", "content_type", "recipient", "text",
-    "model_slug", "create_time", "status", "end_turn", "hidden", "source", "flow_id", "seen_at",
+    "model_slug", "create_time", "status", "end_turn", "hidden", "source", "flow_id", "seen_at", "images",
 ]
 TURN_COLUMNS = [
     "flow_id", "conversation_id", "action", "model_slug", "parent_message_id", "user_message_id",
@@ -90,6 +91,7 @@ class Node:
     flow_id: str | None = None  # the flow of the sighting that won
     ttft_ms: float | None = None  # of the turn that produced this (assistant) message
     sources: tuple[str, ...] = ()  # every source it was seen in
+    images: list[dict] = field(default_factory=list)  # image_asset_pointer parts (messages.images)
 
 
 @dataclass
@@ -157,6 +159,7 @@ class Conversation:
                     "text": n.text,
                     "model_slug": n.model_slug,
                     "create_time": n.create_time,
+                    **({"images": n.images} if n.images else {}),
                 }
                 for n in nodes
             ],
@@ -485,7 +488,7 @@ def conversation_from_frames(messages: pd.DataFrame, turns: pd.DataFrame, conver
             model_slug=_opt(row["model_slug"]), create_time=_epoch(row["time"]),
             recipient=_opt(row["recipient"]), hidden=bool(_opt(row["hidden"]) or False),
             status=_opt(row["status"]), flow_id=_opt(row["flow_id"]), ttft_ms=_opt(row["ttft_ms"]),
-            sources=row["sources"],
+            sources=row["sources"], images=_images(row.get("images")),
         )
     roots: list[str] = []
     for node in nodes.values():  # in time order, so children lists come out oldest first
@@ -494,6 +497,35 @@ def conversation_from_frames(messages: pd.DataFrame, turns: pd.DataFrame, conver
     conv = Conversation(conv_id, _opt(title), None, nodes, roots)
     conv.current_node = _current_node(resolved, s, conv_reads, nodes)
     return conv
+
+
+_UNSAFE_POINTER = re.compile(r"[^A-Za-z0-9:/._-]")
+
+
+def _images(value: Any) -> list[dict]:
+    """``messages.images`` (a JSON list) as Python; [] for none or a value that is not a list."""
+    if not isinstance(value, str):
+        return []
+    try:
+        images = json.loads(value)
+    except ValueError:
+        return []
+    return [i for i in images if isinstance(i, dict)] if isinstance(images, list) else []
+
+
+def image_lines(node: Node) -> list[str]:
+    """One ``[image W×H, N KB, asset pointer]`` line per image part (never fetched)."""
+    out = []
+    for image in node.images:
+        bits = []
+        if image.get("width") and image.get("height"):
+            bits.append(f"{image['width']}×{image['height']}")
+        if isinstance(image.get("size_bytes"), int):
+            bits.append(f"{image['size_bytes'] / 1000:,.0f} KB")
+        # an id from the traffic: only the characters an asset pointer has, so it stays inert
+        bits.append(_UNSAFE_POINTER.sub("?", str(image.get("asset_pointer") or "?"))[:200])
+        out.append(f"[image {', '.join(bits)}]")
+    return out
 
 
 def build_conversation(capture, conversation_id: str) -> Conversation:
@@ -666,7 +698,10 @@ def render_text(conv: Conversation, branch: str = "active", width: int = WIDTH) 
                 head.append("*active*")
         header = _short(f"{indent}── {' · '.join(head)}", width - 4) + " "
         lines.append(header + "─" * max(width - len(header), 2))
-        lines.extend(_wrap(node.text or "(no text)", width, indent))
+        images = image_lines(node)
+        if node.text or not images:
+            lines.extend(_wrap(node.text or "(no text)", width, indent))
+        lines.extend(indent + line for line in images)
         lines.append("")
         previous = node
     return "\n".join(lines).rstrip("\n") + "\n"
@@ -697,7 +732,10 @@ def render_markdown(conv: Conversation, branch: str = "active") -> str:
                 meta.append(f"branch {label}")
             if node.id in active:
                 meta.append("active")
-        out += ["", "*" + " · ".join(meta) + "*", "", (node.text or "*(no text)*").rstrip(), ""]
+        images = image_lines(node)
+        body = (node.text or ("" if images else "*(no text)*")).rstrip()
+        out += ["", "*" + " · ".join(meta) + "*", ""] + ([body, ""] if body else []) + \
+            ([f"- `{line}`" for line in images] + [""] if images else [])
         previous = node
     return "\n".join(out).rstrip("\n") + "\n"
 
