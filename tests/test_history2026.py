@@ -265,7 +265,7 @@ def _post(client, body, headers):
 
 @pytest.fixture(scope="module")
 def history_capture(tmp_path_factory, origin, mitm_confdir):
-    """A chat of three text turns, an image turn and one more text turn, its celsius update frames, all its history
+    """A chat of three text turns, a mapping read, an image turn and one more text turn, its celsius update frames, all its history
     pages (two turns a page) and one file download, through mitmdump with the addon and ``-w``."""
     from tests.origin.mitm import run_mitmdump
     from tests.origin.session import WSClient
@@ -291,6 +291,8 @@ def history_capture(tmp_path_factory, origin, mitm_confdir):
                     body["conversation_id"] = cid
                     body.pop("parent_message_id")
                 cid = _cid_of(_post(client, body, headers))
+            # an older statement of the tree (a singular mapping read) joins the pages later
+            assert client.get(f"/backend-api/conversation/{cid}", headers=headers).status_code == 200
             image_body = {"action": "next", "conversation_id": cid, "model": "auto", "system_hints": ["picture_v2"],
                           "supported_encodings": ["v1"], "messages": [{
                               "id": str(uuid.uuid4()), "author": {"role": "user"},
@@ -454,6 +456,8 @@ def test_conversation_tree_from_pages_streams_and_updates_is_the_origins(history
     for node in active:
         want = oracle["mapping"][node.id]["parent"]
         assert node.parent == (None if node.id in root_children else want)
+    first_user = next(n for n in active if n.role == "user")
+    assert set(first_user.sources) == {"mapping", "page", "stream", "request"}
     tool = next(n for n in active if n.role == "tool")
     assert tool.status == "finished_successfully" and set(tool.sources) >= {"page", "update", "stream"}
     # pages alone rebuild the same branch (no stream, no mapping read)
@@ -506,3 +510,17 @@ def test_image_lines_keep_a_hostile_pointer_inert():
                 images=[{"asset_pointer": "sediment://file_1`](javascript:x)\x1b[31m", "width": 2, "height": 3,
                          "size_bytes": 1500}, {"asset_pointer": None}])
     assert image_lines(node) == ["[image 2×3, 2 KB, sediment://file_1???javascript:x???31m]", "[image ?]"]
+
+
+def test_stream_message_with_image_parts_gets_images():
+    tool = {"id": "t1", "author": {"role": "tool", "name": "t2uay3k.sj1i4kz"}, "status": "finished_successfully",
+            "content": {"content_type": "multimodal_text", "parts": [IMAGE]}, "metadata": {"parent_id": "c1"}}
+    sse = (b'event: delta_encoding\ndata: "v1"\n\n'
+           + F.sse({"p": "", "o": "add", "v": {"message": tool, "conversation_id": CID}, "c": 0}, "delta")
+           + b"data: [DONE]\n\n")
+    flow = make_flow("POST", "/backend-api/f/conversation", body={"action": "next", "conversation_id": CID},
+                     response_body=sse, content_type="text/event-stream", chunk_times=[0.1, 0.2])
+    rows = extract_flow(flow, source="test")
+    [row] = [m for m in rows["messages"] if m["source"] == "stream"]
+    assert row["message_id"] == "t1" and row["text"] == ""
+    assert json.loads(row["images"])[0]["size_bytes"] == 123456

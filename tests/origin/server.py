@@ -19,6 +19,8 @@ Request headers that steer it:
 - ``x-origin-cut-after: N`` — end the stream cleanly after N events, without ``[DONE]`` (guide 6c: what
   makes the page resume). Also on a resume, which is then cut again.
 - ``x-origin-resume: persisted`` — a resume answers 410 ``persisted_final_available``.
+- ``x-origin-image-ms: N`` — an image turn (``system_hints: ["picture_v2"]``, tests.origin.history2026):
+  ms between its ``async-task-start`` and ``async-task-update-message`` frames on the celsius socket.
 
 Resumed streams (guide 6c): every v1 answer is kept; ``POST …/f/conversation/resume``
 ``{conversation_id, offset}`` with the ``x-conduit-token`` the POST answered with continues it from
