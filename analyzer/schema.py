@@ -249,6 +249,19 @@ TABLES: dict[str, pa.Schema] = {
         ("metric", STR),
         ("value", F64),
     ),
+    # One row per celsius conversation-update payload (2026: async tasks such as image generation).
+    "conversation_updates": _schema(
+        ("flow_id", STR),
+        ("frame", I64),
+        ("at", TS),
+        ("conversation_id", STR),
+        ("update_type", STR),
+        ("async_task_id", STR),
+        ("async_task_type", STR),
+        ("message_id", STR),
+        ("message_status", STR),
+        ("extra", STR),
+    ),
     # One row per GET /backend-api/files/download/<id> answer: the file's signed URL (redacted).
     "file_downloads": _schema(
         ("flow_id", STR),

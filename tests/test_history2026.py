@@ -200,6 +200,21 @@ def test_socket_with_only_updates_gives_update_messages():
     assert rows["messages"][0]["images"] is None
     assert json.loads(rows["messages"][1]["images"])[0]["asset_pointer"] == "sediment://file_abc"
     assert rows["messages"][1]["seen_at"] == flow.websocket.messages[3].timestamp
+    updates = [(u["frame"], u["update_type"], u["async_task_id"], u["message_id"], u["message_status"], u["at"],
+                u["conversation_id"], u["extra"]) for u in rows["conversation_updates"]]
+    assert updates == [(1, "async-task-start", "task_1", "t1", "in_progress", 1_790_000_001.0, CID, None),
+                       (3, "async-task-update-message", "task_1", "t1", "finished_successfully", 1_790_000_003.0,
+                        CID, None)]
+
+
+def test_update_without_a_message_keeps_its_content():
+    title = json.dumps({"type": "conversation-update", "payload": {
+        "conversation_id": CID, "update_type": "title-update", "update_content": {"title": "Lighthouse"},
+        "sequence": 7}})
+    rows = extract_flow(_socket([(False, title)]), source="test")
+    [update] = rows["conversation_updates"]
+    assert update["update_type"] == "title-update" and update["message_id"] is None and rows["messages"] == []
+    assert json.loads(update["extra"]) == {"sequence": 7, "update_content": {"title": "Lighthouse"}}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -275,6 +290,7 @@ def history_capture(tmp_path_factory, origin, mitm_confdir):
     proxy = run_mitmdump(work, script=ADDON, options={"capture_path": live, "capture_flush_ms": 200},
                          confdir=mitm_confdir, flow_file=work / "flows.mitm")
     ca = ssl.create_default_context(cafile=str(proxy.ca_path))
+    since = len(origin.log())
     seen: dict = {"pages": [], "frames": []}
     headers = {"content-type": "application/json", "accept": "text/event-stream",
                "authorization": "Bearer test-access-token-history", "x-origin-delays-ms": "20,5",
@@ -340,6 +356,7 @@ def history_capture(tmp_path_factory, origin, mitm_confdir):
                    stdout=subprocess.DEVNULL)
     from_har = work / "har.parquet"
     assert import_sources([har], from_har).errors == []
+    seen["origin_log"] = origin.log(since)
     return {"cid": cid, "oracle": oracle, "seen": seen, "captures": {"live": live, "flowfile": from_flows,
                                                                       "har": from_har}}
 
@@ -425,6 +442,13 @@ def test_image_messages_from_stream_socket_and_page(history_capture, source):
         assert json.loads(value) == tool_images
     assert tool_images[0]["metadata"]["generation"]["gen_id"].startswith("gen_")
     updates = msgs[msgs.source == "update"].sort_values("seen_at", kind="stable")
+    task_rows = cap.table("conversation_updates").sort_values("at", kind="stable")
+    sent = [f["payload"]["payload"] for _, f in history_capture["seen"]["frames"]]
+    assert list(task_rows.update_type) == [p["update_type"] for p in sent] == \
+        ["async-task-start", "async-task-update-message"]
+    assert list(task_rows.async_task_id) == [p["update_content"]["async_task_id"] for p in sent]
+    assert set(task_rows.async_task_type) == {"image_gen"} and list(task_rows.message_id) == [tool_id, tool_id]
+    assert list(task_rows["at"]) == list(updates.seen_at)
     assert list(updates.message_id) == [tool_id, tool_id]
     assert list(updates.status) == ["in_progress", "finished_successfully"]
     assert set(updates.conversation_id) == {history_capture["cid"]}
@@ -524,3 +548,23 @@ def test_stream_message_with_image_parts_gets_images():
     [row] = [m for m in rows["messages"] if m["source"] == "stream"]
     assert row["message_id"] == "t1" and row["text"] == ""
     assert json.loads(row["images"])[0]["size_bytes"] == 123456
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("source", ["live", "flowfile"])
+def test_image_task_time_from_the_tables_matches_the_origins_log(history_capture, source):
+    """image_task_ms (docs/metrics.md) from the tables, against the origin's own send log."""
+    cap = load_capture(history_capture["captures"][source])
+    done = cap.table("conversation_updates").query(
+        "update_type == 'async-task-update-message' and message_status == 'finished_successfully'")
+    [row] = done.to_dict("records")
+    msgs = cap.table("messages")
+    [stream_flow] = msgs[(msgs.source == "stream") & (msgs.message_id == row["message_id"])].flow_id
+    turns = cap.table("conversation_turns").set_index("flow_id")
+    image_task_ms = (row["at"] - turns.loc[stream_flow, "started_at"]).total_seconds() * 1000
+    log = history_capture["seen"]["origin_log"]
+    [post] = [r for r in log if r["kind"] == "request" and r.get("image_task") == row["async_task_id"]]
+    [frame] = [r for r in log if r["kind"] == "ws_frame" and r["event_kind"] == "async-task-update-message"]
+    origin_ms = (frame["t"] - post["t"]) * 1000
+    # the proxy sees the request a little before the origin and the frame a little after it
+    assert origin_ms > 150 and origin_ms - 50 < image_task_ms < origin_ms + 500

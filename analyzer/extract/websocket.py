@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from mitmproxy import http
 
+from analyzer.extract.common import str_or_none, to_json
 from analyzer.extract.conversation import infer_status, message_row, stream_messages, stream_rows, turn_timing
 from analyzer.extract.perf_stats import perf_rows
 from analyzer.extract.rows import Rows
@@ -50,7 +51,7 @@ class WebSocketAnswers:
         self._current: dict | None = None
         self._last_client_at: float | None = None
         self._frames_read = 0
-        self._updates: list[dict] = []  # messages rows of conversation-update frames not given out yet
+        self._updates: list[tuple[int, list[dict], float]] = []  # conversation updates not given out yet
         self.emitted = 0  # answers already given out
 
     def feed(self) -> None:
@@ -58,13 +59,15 @@ class WebSocketAnswers:
         assert self.flow.websocket is not None
         messages = self.flow.websocket.messages
         end = len(messages)
-        for frame in messages[self._frames_read:end]:
+        for index, frame in enumerate(messages[self._frames_read:end], self._frames_read):
             if frame.from_client:
                 self._last_client_at = frame.timestamp
                 continue
             text = sse_text_from_frame(frame.content)
             if text is None:
-                self._updates.extend(_update_rows(self.flow.id, frame.content, frame.timestamp))
+                updates = conversation_updates(frame.content)
+                if updates:
+                    self._updates.append((index, updates, frame.timestamp))
                 continue
             key = frame_turn_key(frame.content)
             for event in self._parser.feed(text, frame.timestamp):
@@ -82,7 +85,9 @@ class WebSocketAnswers:
     def rows(self, rows: Rows, redact: bool, *, final: bool = False) -> None:
         """Add the rows of every answer not given out yet: finished ones, or all when ``final``;
         and the messages of every conversation update read so far."""
-        rows["messages"].extend(self._updates)
+        for index, updates, at in self._updates:
+            for name, table_rows in _update_rows(self.flow.id, index, updates, at, redact).items():
+                rows[name].extend(table_rows)
         self._updates = []
         while self.emitted < len(self._turns):
             turn = self._turns[self.emitted]
@@ -93,15 +98,32 @@ class WebSocketAnswers:
             self.emitted += 1
 
 
-def _update_rows(flow_id: str, content: bytes | str, at: float) -> list[dict]:
-    """``messages`` rows (source ``update``) of the conversation-update payloads of one frame."""
-    out = []
-    for update in conversation_updates(content):
-        conversation_id = update.get("conversation_id")
-        for message in update_messages(update):
-            out.append(message_row(message, conversation_id=conversation_id if isinstance(conversation_id, str) else None,
-                                   parent_id=message.get("parent_id") if isinstance(message.get("parent_id"), str)
-                                   else None, source="update", flow_id=flow_id, seen_at=at))
+def _update_rows(flow_id: str, frame: int, updates: list[dict], at: float, redact: bool) -> Rows:
+    """``conversation_updates`` rows and ``messages`` rows (source ``update``) of the
+    conversation-update payloads of one frame."""
+    out: Rows = {"conversation_updates": [], "messages": []}
+    for update in updates:
+        conversation_id = str_or_none(update.get("conversation_id"))
+        content_obj = update.get("update_content") if isinstance(update.get("update_content"), dict) else {}
+        messages = update_messages(update)
+        first = messages[0] if messages else {}
+        rest = {k: v for k, v in update.items() if k not in ("conversation_id", "update_type", "update_content")}
+        rest_content = {k: v for k, v in content_obj.items()
+                        if k not in ("async_task_id", "async_task_type", "message", "messages")}
+        if rest_content:
+            rest["update_content"] = rest_content
+        out["conversation_updates"].append({
+            "flow_id": flow_id, "frame": frame, "at": at, "conversation_id": conversation_id,
+            "update_type": str_or_none(update.get("update_type")),
+            "async_task_id": str_or_none(content_obj.get("async_task_id")),
+            "async_task_type": str_or_none(content_obj.get("async_task_type")),
+            "message_id": str_or_none(first.get("id")), "message_status": str_or_none(first.get("status")),
+            "extra": to_json(rest, redact) if rest else None,
+        })
+        for message in messages:
+            parent = message.get("parent_id") if isinstance(message.get("parent_id"), str) else None
+            out["messages"].append(message_row(message, conversation_id=conversation_id, parent_id=parent,
+                                               source="update", flow_id=flow_id, seen_at=at))
     return out
 
 

@@ -167,7 +167,8 @@ def image_messages(prompt: str, parent: str, now: float, task_id: str) -> dict[s
     (model_editable_context), ``call`` (assistant → image tool), ``tool_started`` and ``tool``
     (the tool's message in progress and finished; same id)."""
     context_id, call_id, tool_id = (str(uuid.uuid5(uuid.NAMESPACE_URL, f"{task_id}/{k}")) for k in "abc")
-    context = F.make_message(context_id, "assistant", "", create_time=now, metadata={"parent_id": parent})
+    context = F.make_message(context_id, "assistant", "", create_time=now,
+                             metadata={"parent_id": parent, "is_visually_hidden_from_conversation": True})
     context["content"] = {"content_type": "model_editable_context", "model_set_context": "",
                           "repository": None, "repo_summary": None, "structured_context": None}
     call = F.make_message(call_id, "assistant", "", create_time=now, recipient=IMAGE_TOOL, end_turn=False,
