@@ -117,6 +117,16 @@ def test_page_becomes_a_read_and_messages_with_parents_from_the_page():
     assert msgs["m1"]["images"] is None
 
 
+def test_page_of_mapping_style_nodes_is_read_too():
+    body = {"conversation_id": CID, "messages": [
+        {"id": "n1", "parent": "root", "children": ["n2"], "message": _msg("m1", "user", "hi")},
+        {"id": "n2", "parent": "m1", "message": {k: v for k, v in _msg("m2", "assistant", "yo").items() if k != "id"}},
+    ], "page_info": {}}
+    rows = extract_flow(_page_flow(body), source="test")
+    assert [(m["message_id"], m["parent_id"], m["text"]) for m in rows["messages"]] == [
+        ("m1", "root", "hi"), ("n2", "m1", "yo")]
+
+
 def test_older_page_takes_its_id_from_the_path_and_records_the_cursor():
     body = {"messages": [_msg("m0", "system", "")], "page_info": {"start_cursor": "c0", "end_cursor": "c0",
                                                                   "has_previous_page": False, "has_next_page": True}}

@@ -31,6 +31,18 @@ def page_parent(message: dict, previous: str | None) -> str | None:
     return previous
 
 
+def _unwrap(entry: dict) -> dict:
+    """A page entry as a message. The source lists message objects; a mapping-style node
+    ``{id, message, parent}`` is read too (its ``parent`` as the message's own ``parent_id``)."""
+    if "author" not in entry and isinstance(entry.get("message"), dict):
+        message = dict(entry["message"])
+        message.setdefault("id", entry.get("id"))
+        if entry.get("parent") and not message.get("parent_id"):
+            message["parent_id"] = entry["parent"]
+        return message
+    return entry
+
+
 def _query(flow: http.HTTPFlow) -> dict[str, str]:
     return dict(parse_qsl(flow.request.path.partition("?")[2], keep_blank_values=True))
 
@@ -46,7 +58,7 @@ def extract_conversation_page(flow: http.HTTPFlow, rows: Rows, redact: bool) -> 
     conversation_id = str_or_none(body.get("conversation_id") or body.get("id")) or conversation_id_from_page(
         flow.request.path)
     read_at = flow.response.timestamp_end
-    messages = [m for m in body["messages"] if isinstance(m, dict)]
+    messages = [_unwrap(m) for m in body["messages"] if isinstance(m, dict)]
     row = read_metadata(body, redact)
     extra_page = {k: v for k, v in page_info.items()
                   if k not in ("start_cursor", "end_cursor", "has_previous_page", "has_next_page")}
