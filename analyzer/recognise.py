@@ -26,9 +26,10 @@ _CONVERSATION_POST = re.compile(r"/backend-(?:api|anon)/(?:f/)?conversation(?:/r
 _CONVERSATION_READ = re.compile(r"/backend-(?:api|anon)/conversation/([0-9A-Za-z][0-9A-Za-z_-]{7,})/?$")
 # 2026 paged history (guide 6b): GET /backend-api/conversations/<id> (plural) and
 # GET /backend-api/conversations/<id>/messages?before=<cursor>. The list (…/conversations?offset=)
-# has no id and is not a page.
+# has no id and is not a page. An id has a digit (a UUID does), so that a word-named sibling
+# route (…/conversations/archived, …/search) is not taken for a page.
 _CONVERSATION_PAGE = re.compile(
-    r"/backend-(?:api|anon)/conversations/([0-9A-Za-z][0-9A-Za-z_-]{7,})(/messages)?/?$")
+    r"/backend-(?:api|anon)/conversations/((?=[^/]*[0-9])[0-9A-Za-z][0-9A-Za-z_-]{7,})(/messages)?/?$")
 # GET /backend-api/files/download/<file id>: answers with a signed estuary URL (guide 6e).
 _FILE_DOWNLOAD = re.compile(r"/backend-api/files/download/([0-9A-Za-z][0-9A-Za-z_-]*)/?$")
 _NOT_IDS = frozenset({"init", "prepare", "resume", "textdocs", "voice", "gen_title", "message_feedback"})

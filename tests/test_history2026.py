@@ -54,6 +54,7 @@ CID = "6a1b2c3d-0000-4000-8000-00000000c1d0"
     ("GET", "/backend-api/files/download/file_00000000abc?conversation_id=x&inline=false", kinds.FILE_DOWNLOAD),
     ("GET", "/backend-api/estuary/content?id=file_1&sig=abc", None),
     ("POST", f"/backend-api/conversations/{CID}", None),
+    ("GET", "/backend-api/conversations/archived?offset=0", None),  # a word, not an id
 ])
 def test_recognition(method, path, kind):
     assert kinds.recognise(method, path) == kind
