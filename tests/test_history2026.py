@@ -298,7 +298,9 @@ def history_capture(tmp_path_factory, origin, mitm_confdir):
 
     work = tmp_path_factory.mktemp("history")
     live = work / "live.parquet"
-    proxy = run_mitmdump(work, script=ADDON, options={"capture_path": live, "capture_flush_ms": 200},
+    # every flow gets a row (capture_all_flows), so the estuary GET's signed query is on disk too
+    proxy = run_mitmdump(work, script=ADDON, options={"capture_path": live, "capture_flush_ms": 200,
+                                                      "capture_all_flows": True},
                          confdir=mitm_confdir, flow_file=work / "flows.mitm")
     ca = ssl.create_default_context(cafile=str(proxy.ca_path))
     since = len(origin.log())
@@ -360,13 +362,13 @@ def history_capture(tmp_path_factory, origin, mitm_confdir):
     oracle = httpx.get(f"{origin.url}/backend-api/conversation/{cid}", verify=origin.verify).json()
     # The same flows from the flow file, and from a HAR mitmproxy writes of it.
     from_flows = work / "flowfile.parquet"
-    assert import_sources([work / "flows.mitm"], from_flows).errors == []
+    assert import_sources([work / "flows.mitm"], from_flows, all_flows=True).errors == []
     har = work / "flows.har"
     subprocess.run([str(Path(sys.executable).parent / "mitmdump"), "-q", "-nr", str(work / "flows.mitm"),
                     "--set", f"hardump={har}", "--set", f"confdir={mitm_confdir}"], check=True, timeout=120,
                    stdout=subprocess.DEVNULL)
     from_har = work / "har.parquet"
-    assert import_sources([har], from_har).errors == []
+    assert import_sources([har], from_har, all_flows=True).errors == []
     seen["origin_log"] = origin.log(since)
     return {"cid": cid, "oracle": oracle, "seen": seen, "captures": {"live": live, "flowfile": from_flows,
                                                                       "har": from_har}}
@@ -404,8 +406,9 @@ def test_pages_become_reads_with_the_cursors_the_client_got(history_capture, sou
     assert {"gizmo_id", "memory_scope", "atlas_mode_enabled", "safe_urls"} <= set(json.loads(newest.extra))
     assert set(reads.conversation_id) == {history_capture["cid"]}
     flows = cap.table("flows")
-    # the list read is not a page (and not recognised at all)
-    assert not flows.path.str.fullmatch(r"/backend-api/conversations").any()
+    # the list read is not a page (not recognised at all: kind other)
+    assert list(flows[flows.path == "/backend-api/conversations"].kind) == ["other"]
+    assert sorted(flows[flows.kind == "conversation_page"]["query"].str.contains("before=")) == [False, True, True]
 
 
 @pytest.mark.slow
@@ -532,6 +535,9 @@ def test_signed_download_url_never_reaches_disk(history_capture, source):
     [row] = cap.table("file_downloads").to_dict("records")
     assert row["download_url"] == url.replace(f"sig={sig}", "sig=[REDACTED]")
     assert row["file_name"] == row["file_id"] + ".png"
+    # the estuary GET itself (the browser fetching the image, a flow chatwire only lists)
+    [estuary] = cap.table("flows").query("path == '/backend-api/estuary/content'").to_dict("records")
+    assert "sig=[REDACTED]" in estuary["query"] and estuary["kind"] == "other"
     blob = b"".join(p.read_bytes() for p in Path(path).rglob("*") if p.is_file())
     strings = "\n".join(str(v) for name in ("file_downloads", "flows", "messages") for v in
                         pd.DataFrame(cap.table(name)).astype(str).to_numpy().ravel())
