@@ -118,6 +118,16 @@ def test_page_becomes_a_read_and_messages_with_parents_from_the_page():
     assert msgs["m1"]["images"] is None
 
 
+def test_unexpected_metadata_types_go_to_extra_not_to_their_columns():
+    body = {"conversation_id": CID, "messages": [], "page_info": None, "is_temporary_chat": "yes",
+            "async_status": "STREAMING", "default_model_slug": 5, "access_token": "tok-secret-123"}
+    [read] = extract_flow(_page_flow(body), source="test")["conversation_reads"]
+    assert read.get("is_temporary_chat") is None and read.get("async_status") is None
+    assert read.get("default_model_slug") is None and read["n_messages"] == 0
+    assert json.loads(read["extra"]) == {"is_temporary_chat": "yes", "async_status": "STREAMING",
+                                         "default_model_slug": 5, "access_token": "[REDACTED]"}
+
+
 def test_page_of_mapping_style_nodes_is_read_too():
     body = {"conversation_id": CID, "messages": [
         {"id": "n1", "parent": "root", "children": ["n2"], "message": _msg("m1", "user", "hi")},
