@@ -595,3 +595,33 @@ def test_image_task_time_from_the_tables_matches_the_origins_log(history_capture
     origin_ms = (frame["t"] - post["t"]) * 1000
     # the proxy sees the request a little before the origin and the frame a little after it
     assert origin_ms > 150 and origin_ms - 50 < image_task_ms < origin_ms + 500
+
+
+def test_one_socket_with_an_answer_and_updates_given_out_as_they_arrive():
+    """The page's one celsius socket carries stream items and conversation updates interleaved;
+    the live pipeline reads it frame by frame: each update is given out once, right away."""
+    from analyzer.extract import WebSocketAnswers, extract_finished_answers
+
+    turn = F.Turn(conversation_id=CID, assistant_id="a1", assistant_parent="u1", tokens=["Hel", "lo."],
+                  create_time=1_790_000_000.0, model_slug="gpt-5-2", server_model_slug="gpt-5-2")
+    inner = [F.WireEvent(b'event: delta_encoding\ndata: "v1"\n\n')] + F.v1_body(turn, explicit_add=True)
+    items = [(False, f.data.decode()) for f in F.celsius_frames(inner, "topic-1")]
+    tool = {"id": "t1", "author": {"role": "tool"}, "status": "finished_successfully",
+            "content": {"content_type": "multimodal_text", "parts": [IMAGE]}}
+    frames = [(True, '{"type":"subscribe","topic_id":"topic-1"}')] + items[:3] + \
+        [(False, _update("async-task-update-message", tool))] + items[3:]
+    full = _socket(frames)
+    live = _socket(frames[:5])  # up to and including the update frame
+    live.id = full.id
+    answers = WebSocketAnswers(live)
+    first = extract_finished_answers(answers)
+    assert [m["source"] for m in first["messages"]] == ["update"] and len(first["conversation_updates"]) == 1
+    assert first["conversation_turns"] == []  # the answer is not finished yet
+    live.websocket.messages.extend(full.websocket.messages[5:])
+    rest = extract_flow(live, source="test", websocket_answers=answers)
+    assert rest["conversation_updates"] == [] and "update" not in {m["source"] for m in rest["messages"]}
+    [answer] = rest["conversation_turns"]
+    assert answer["assistant_text"] == "Hello." and answer["error"] is None
+    # the same socket read at once (an import) gives the same rows
+    once = extract_flow(full, source="test")
+    assert len(once["conversation_updates"]) == 1 and once["conversation_turns"][0]["assistant_text"] == "Hello."
