@@ -1,7 +1,7 @@
 """Conversation streams over WebSocket: frames unwrapped to SSE, split into answers.
 
-One socket may carry many answers. The celsius socket also carries ``conversation-update``
-frames (long image tasks finishing, guide 6e): each message they carry is a ``messages`` row
+The celsius socket also carries ``conversation-update`` frames (long image tasks finishing,
+guide 6e): each is a ``conversation_updates`` row, and each message they carry a ``messages`` row
 with ``source = update`` and the socket's plain flow id.
 
 One socket may carry many answers. Each answer becomes a turn whose id is
