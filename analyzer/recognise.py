@@ -14,10 +14,13 @@ API = "api"
 STREAM_CONTROL = "stream_control"
 CONVERSATION_PAGE = "conversation_page"
 FILE_DOWNLOAD = "file_download"
+CODEX_ANALYTICS = "codex_analytics"
+MCP = "mcp"
+CODEX_READ = "codex_read"
 OTHER = "other"
 
 KINDS = (CONVERSATION, CONVERSATION_READ, CONVERSATION_WEBSOCKET, LATENCY_BEACON, SEGMENT, STATSIG, API,
-         STREAM_CONTROL, CONVERSATION_PAGE, FILE_DOWNLOAD)
+         STREAM_CONTROL, CONVERSATION_PAGE, FILE_DOWNLOAD, CODEX_ANALYTICS, MCP, CODEX_READ)
 
 # POST /backend-api/conversation, /backend-anon/conversation, /backend-api/f/conversation,
 # /backend-anon/f/conversation, /backend-api/f/conversation/resume (any prefix, e.g. a reverse proxy).
@@ -43,6 +46,10 @@ _API_CHAT = re.compile(r"/chat/completions/?$")
 _API_RESPONSES = re.compile(r"/v1/responses/?$")
 # The Codex CLI and IDE extensions signed in with ChatGPT: Responses-API requests to chatgpt.com.
 _CODEX_RESPONSES = re.compile(r"/backend-api/codex/responses/?$")
+# The Codex CLI's own telemetry, its MCP servers over streamable HTTP, and the reads around a session.
+_CODEX_ANALYTICS = re.compile(r"/backend-api/codex/analytics-events/events/?$")
+_MCP = re.compile(r"/backend-api/ps/mcp/?$")
+_CODEX_READ = re.compile(r"/backend-api/(?:codex/models|wham/.+|ps/plugins/.+)$")
 
 
 def strip_query(path: str) -> str:
@@ -66,6 +73,10 @@ def recognise(method: str, path: str) -> str | None:
             return API
         if _STOP_CONVERSATION.search(path):
             return STREAM_CONTROL
+        if _CODEX_ANALYTICS.search(path):
+            return CODEX_ANALYTICS
+        if _MCP.search(path):
+            return MCP
     elif method == "GET":
         if _STREAM_STATUS.search(path):
             return STREAM_CONTROL
@@ -77,6 +88,8 @@ def recognise(method: str, path: str) -> str | None:
             return CONVERSATION_PAGE
         if _FILE_DOWNLOAD.search(path):
             return FILE_DOWNLOAD
+    if method in ("GET", "POST") and _CODEX_READ.search(path):
+        return CODEX_READ
     return None
 
 
@@ -124,4 +137,4 @@ def is_stream_answer(content_type: str | None, accept: str | None) -> bool:
 
 def might_stream(method: str, path: str) -> bool:
     """True for requests whose answer may be an event stream worth timing chunk by chunk."""
-    return recognise(method, path) in (CONVERSATION, API)
+    return recognise(method, path) in (CONVERSATION, API, MCP)

@@ -220,6 +220,26 @@ TABLES: dict[str, pa.Schema] = {
         ("n_text_events", I64),
         ("request_json", STR),
         ("error", STR),
+        # Reasoning (Responses API / Codex): kept apart from the visible text above.
+        ("reasoning_text", STR),
+        ("n_reasoning_events", I64),
+        ("first_reasoning_ms", F64),
+        ("reasoning_ms", F64),
+        # A failed call's error code (``usage_limit_reached``, ``server_is_overloaded``) and the
+        # status an error event carried inside a 200 stream.
+        ("error_code", STR),
+        ("error_status_code", I64),
+        # The Codex CLI's request headers: they group calls into Codex sessions, threads and turns.
+        ("codex_session_id", STR),
+        ("codex_thread_id", STR),
+        ("codex_turn_id", STR),
+        ("codex_window_id", STR),
+        ("client_request_id", STR),
+        ("originator", STR),
+        ("chatgpt_account_id", STR),
+        ("codex_beta_features", STR),
+        ("codex_turn_metadata", STR),
+        ("extra", STR),
     ),
     # Every recognised flow that could not be fully parsed, and why.
     "errors": _schema(
@@ -272,6 +292,39 @@ TABLES: dict[str, pa.Schema] = {
         ("creation_time", TS),
         ("extra", STR),
         ("read_at", TS),
+    ),
+    # One row per observation of one usage limit window (Codex response headers, codex.rate_limits
+    # events, the headers inside a wrapped error event).
+    "rate_limits": _schema(
+        ("flow_id", STR),
+        ("at", TS),
+        ("source", STR),
+        ("limit", STR),
+        ("limit_id", STR),
+        ("window", STR),
+        ("limit_name", STR),
+        ("used_percent", F64),
+        ("window_minutes", I64),
+        ("reset_at", TS),
+        ("plan_type", STR),
+        ("credits", STR),
+        ("extra", STR),
+    ),
+    # One row per event the Codex CLI posts to /backend-api/codex/analytics-events/events.
+    "codex_analytics_events": _schema(
+        ("flow_id", STR),
+        ("sent_at", TS),
+        ("seq", I64),
+        ("event_type", STR),
+        ("thread_id", STR),
+        ("session_id", STR),
+        ("turn_id", STR),
+        ("model", STR),
+        ("runtime", STR),
+        ("critical_path_duration_ms", F64),
+        ("critical_path_inference_ms", F64),
+        ("critical_path_tools_ms", F64),
+        ("params", STR),
     ),
 }
 

@@ -16,6 +16,7 @@ from analyzer import recognise as kinds
 from analyzer.extract.analytics import extract_segment, extract_statsig
 from analyzer.extract.api import extract_api_call
 from analyzer.extract.beacon import extract_beacon
+from analyzer.extract.codex import extract_codex_analytics, extract_codex_read, extract_mcp
 from analyzer.extract.common import ExtractError
 from analyzer.extract.conversation import extract_conversation_read, extract_conversation_turn
 from analyzer.extract.flows import flow_row
@@ -40,6 +41,9 @@ EXTRACTORS: dict[str, Extractor] = {
     kinds.STREAM_CONTROL: extract_stream_control,
     kinds.CONVERSATION_PAGE: extract_conversation_page,
     kinds.FILE_DOWNLOAD: extract_file_download,
+    kinds.CODEX_ANALYTICS: extract_codex_analytics,
+    kinds.MCP: extract_mcp,
+    kinds.CODEX_READ: extract_codex_read,
 }
 
 __all__ = ["EXTRACTORS", "ExtractError", "Rows", "WebSocketAnswers", "extract_finished_answers", "extract_flow",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from mitmproxy import http
 
+from analyzer.extract.codex import codex_request_columns, codex_response_extra, rate_limit_rows
 from analyzer.extract.common import (
     ExtractError,
     as_number,
@@ -74,9 +75,11 @@ def extract_api_call(flow: http.HTTPFlow, rows: Rows, redact: bool) -> None:
         "request_json": to_json(body, redact),
         "n_events": 0,
         "n_text_events": 0,
+        **codex_request_columns(flow.request),
     }
     response = flow.response
     stream = ApiStream(endpoint)
+    limit_events: list[tuple[float | None, dict]] = []
     if response is not None:
         call["status_code"] = response.status_code
     if response is None:
@@ -88,6 +91,8 @@ def extract_api_call(flow: http.HTTPFlow, rows: Rows, redact: bool) -> None:
         ttft, e2e, n_text = turn_timing(event_rows)
         call.update(ttft_ms=ttft, e2e_ms=e2e, n_events=len(event_rows), n_text_events=n_text,
                     response_text="".join(stream.text))
+        call.update(_reasoning_columns(stream, event_rows))
+        limit_events = [(event_rows[seq]["at"], obj) for seq, obj in stream.rate_limit_events]
         if timed.error:
             rows["errors"].append({"flow_id": flow.id, "stage": "stream", "error": timed.error})
         for error in stream.errors[:5]:
@@ -103,6 +108,8 @@ def extract_api_call(flow: http.HTTPFlow, rows: Rows, redact: bool) -> None:
         if isinstance(answer, dict) and response.status_code >= 400:
             detail = answer.get("error")
             message = detail.get("message") if isinstance(detail, dict) else detail
+            if isinstance(detail, dict):
+                call["error_code"] = str_or_none(detail.get("code") or detail.get("type"))
             call["error"] = f"HTTP {response.status_code}: {message}" if message else f"HTTP {response.status_code}"
         elif isinstance(answer, dict):
             stream.response_id = answer.get("id")
@@ -128,6 +135,27 @@ def extract_api_call(flow: http.HTTPFlow, rows: Rows, redact: bool) -> None:
         response_id=str_or_none(stream.response_id),
         system_fingerprint=str_or_none(stream.system_fingerprint),
     )
+    if stream.error is not None:
+        call.update(error=stream.error, error_code=str_or_none(stream.error_code),
+                    error_status_code=stream.error_status_code)
     if response is not None and response.status_code >= 400 and not call.get("error"):
         call["error"] = f"HTTP {response.status_code}"
+    extra = {**codex_response_extra(response), **stream.extra}
+    if extra:
+        call["extra"] = to_json(extra, redact)
     rows["api_calls"].append(call)
+    rows["rate_limits"].extend(rate_limit_rows(flow, limit_events))
+
+
+def _reasoning_columns(stream: ApiStream, event_rows: list[dict]) -> dict:
+    """Reasoning text and timing: offset of the first reasoning event, and the span to the last."""
+    if not stream.reasoning_seqs:
+        return {"n_reasoning_events": 0}
+    offsets = [event_rows[seq]["offset_ms"] for seq in stream.reasoning_seqs]
+    timed = [o for o in offsets if o is not None]
+    return {
+        "reasoning_text": "".join(stream.reasoning),
+        "n_reasoning_events": len(offsets),
+        "first_reasoning_ms": timed[0] if timed else None,
+        "reasoning_ms": timed[-1] - timed[0] if timed else None,
+    }

@@ -164,6 +164,15 @@ def _text_to_bytes(text: str, content_type: str) -> bytes:
             return text.encode("latin-1")
         except UnicodeEncodeError:
             pass
+    if not content_type.strip():
+        # No Content-Type (some Codex answers): mitmproxy's save.har decoded the body as latin-1.
+        # Its bytes are those code points; when they are valid UTF-8 that is what the server sent.
+        try:
+            raw = text.encode("latin-1")
+            raw.decode("utf-8")
+            return raw
+        except (UnicodeEncodeError, UnicodeDecodeError):
+            pass
     try:
         return text.encode(_charset(content_type))
     except (LookupError, UnicodeEncodeError):

@@ -1,0 +1,455 @@
+"""The Codex backend over HTTP/SSE (guide section 6a): answers, reasoning, failures, usage limits,
+the CLI's headers and analytics, MCP over streamable HTTP, and the reads around them.
+
+In-process tests feed hand-written streams and headers (values worked out by hand); the live tests
+send real requests through a real mitmdump to the local origin (tests/origin/codex.py) and check
+the rows against the origin's send log, then import the same traffic from ``mitmdump -w`` and from
+a HAR and expect the same rows.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+import zstandard
+
+from analyzer import recognise
+from analyzer.extract import extract_flow
+from analyzer.extract.codex import rate_limits_from_event, rate_limits_from_headers
+from analyzer.importer import import_sources
+from analyzer.store import load_capture
+from tests.flows_factory import make_flow
+
+ROOT = Path(__file__).resolve().parent.parent
+ADDON = ROOT / "addons" / "chatgpt_capture.py"
+CODEX = "/backend-api/codex/responses"
+
+
+def read_stream(client: httpx.Client, method: str, url: str, **kwargs) -> tuple[httpx.Response, bytes, list[float]]:
+    """The response, its raw body, and when each SSE event was complete at the client (a zstd body
+    decoded as it arrives, as the Codex CLI does)."""
+    times: list[float] = []
+    raw, text = b"", b""
+    with client.stream(method, url, **kwargs) as response:
+        zstd = response.headers.get("content-encoding") == "zstd"
+        decoder = zstandard.ZstdDecompressor().decompressobj() if zstd else None
+        for chunk in response.iter_raw():
+            now = time.time()
+            raw += chunk
+            before = text.count(b"\n\n")
+            text += decoder.decompress(chunk) if decoder else chunk
+            times.extend([now] * (text.count(b"\n\n") - before))
+    return response, raw, times
+
+
+def sse(obj: dict) -> str:
+    return f"event: {obj['type']}\ndata: {json.dumps(obj)}\n\n"
+
+
+def codex_flow(events: list[dict], *, headers: dict | None = None, request_headers: dict | None = None,
+               content_type: str = "text/event-stream"):
+    """A Codex answer whose i-th event arrived (i + 1) * 100 ms after the request."""
+    body = "".join(sse(e) for e in events)
+    flow = make_flow("POST", CODEX, body={"model": "gpt-5.6-codex", "input": "hi", "stream": True},
+                     request_headers={"accept": "text/event-stream", **(request_headers or {})},
+                     response_body=body, content_type=content_type, response_headers=headers, start=1_800_000_000.0,
+                     chunk_times=[0.1 * (i + 1) for i in range(len(events))])
+    # one chunk per event, exactly: the factory splits evenly, so re-cut on the event boundaries
+    sizes = [len(sse(e).encode()) for e in events]
+    flow.metadata["chatwire"]["chunks"] = [[1_800_000_000.0 + 0.1 * (i + 1), n] for i, n in enumerate(sizes)]
+    return flow
+
+
+# ------------------------------------------------------------------ rate limits: the pure parser
+
+def test_headers_of_the_usage_limit_sample():
+    # guide real-samples/2026 codex_responses_stream_events_2026.txt, block 1 (header names as sent)
+    headers = {"X-Codex-Primary-Window-Minutes": "300", "X-Codex-Primary-Used-Percent": "100",
+               "X-Codex-Primary-Reset-After-Seconds": "9569", "X-Codex-Primary-Reset-At": "1788879438",
+               "X-Codex-Secondary-Window-Minutes": "10080", "X-Codex-Secondary-Reset-After-Seconds": "596369"}
+    rows = rate_limits_from_headers(headers, at=1788869869.0)
+    # the secondary window has no used-percent: no observation (as the CLI's own parser decides)
+    assert [(r["limit"], r["used_percent"], r["window_minutes"], r["reset_at"]) for r in rows] == [
+        ("primary", 100.0, 300, 1788879438.0)]
+
+
+def test_header_families_credits_and_reset_after():
+    headers = {"x-codex-primary-used-percent": "12.5", "x-codex-primary-window-minutes": "60",
+               "x-codex-secondary-used-percent": "3", "x-codex-secondary-reset-after-seconds": "100",
+               "x-codex-bengalfox-primary-used-percent": "80", "x-codex-bengalfox-limit-name": "gpt-5.2-codex-sonic",
+               "x-codex-credits-has-credits": "true", "x-codex-credits-unlimited": "0",
+               "x-codex-credits-balance": " 4.20 ", "x-codex-other-primary-used-percent": "0"}
+    rows = rate_limits_from_headers(headers, at=1000.0)
+    got = [(r["limit"], r["limit_id"], r["window"], r["used_percent"], r["window_minutes"], r["reset_at"],
+            r.get("limit_name")) for r in rows]
+    assert got == [
+        ("primary", "codex", "primary", 12.5, 60, None, None),
+        ("secondary", "codex", "secondary", 3.0, None, 1100.0, None),  # at + reset-after-seconds
+        ("codex_bengalfox", "codex_bengalfox", "primary", 80.0, None, None, "gpt-5.2-codex-sonic"),
+    ]  # x-codex-other: 0 % with nothing else is no observation
+    assert json.loads(rows[0]["credits"]) == {"has_credits": True, "unlimited": False, "balance": "4.20"}
+    assert rows[2]["credits"] is None
+    assert rate_limits_from_headers({"x-codex-primary-used-percent": "NaN"}) == []
+    assert rate_limits_from_headers({"x-codex-primary-used-percent": "bad"}) == []
+
+
+def test_rate_limit_event_shapes():
+    # the three shapes of the samples' block 3
+    plain = {"type": "codex.rate_limits", "plan_type": "plus",
+             "rate_limits": {"primary": {"used_percent": 7, "window_minutes": 300, "reset_at": 9000},
+                             "secondary": None}}
+    assert [(r["limit"], r["used_percent"], r["window_minutes"], r["reset_at"], r["plan_type"])
+            for r in rate_limits_from_event(plain)] == [("primary", 7.0, 300, 9000.0, "plus")]
+    metered = {"type": "codex.rate_limits", "metered_limit_name": "codex_bengalfox",
+               "rate_limits": {"secondary": {"used_percent": 1, "window_minutes": 10080, "reset_at": 1800000001}},
+               "additional_rate_limits": {"Spark": {"primary": {"used_percent": 0, "window_minutes": 10080,
+                                                                "reset_at": 1800000000}}}}
+    assert [(r["limit"], r["limit_id"], r["window"], r["used_percent"]) for r in rate_limits_from_event(metered)] == [
+        ("codex_bengalfox.secondary", "codex_bengalfox", "secondary", 1.0), ("spark", "spark", "primary", 0.0)]
+    assert rate_limits_from_event({"type": "codex.rate_limits", "plan_type": "plus",
+                                   "rate_limits": {"allowed": True}}) == []
+    named = {"type": "codex.rate_limits", "limit_name": "Codex-Other", "credits": {"has_credits": False}}
+    assert [(r["limit"], r["limit_id"]) for r in rate_limits_from_event(named)] == [("credits", "codex_other")]
+
+
+# ------------------------------------------------------------------ one answer, in process
+
+def test_reasoning_text_and_no_double_count():
+    events = [
+        {"type": "response.created", "response": {"id": "r1", "model": "gpt-5.6-codex", "status": "in_progress"}},
+        {"type": "response.reasoning_summary_text.delta", "item_id": "rs", "summary_index": 0, "delta": "Think "},
+        {"type": "response.reasoning_summary_text.delta", "item_id": "rs", "summary_index": 0, "delta": "hard."},
+        {"type": "response.reasoning_text.delta", "item_id": "rs", "content_index": 0, "delta": "raw"},
+        {"type": "response.output_item.done", "item": {"id": "rs", "type": "reasoning",
+                                                       "summary": [{"type": "summary_text", "text": "Think hard."}]}},
+        {"type": "response.output_text.delta", "item_id": "m1", "output_index": 1, "delta": "Hel"},
+        {"type": "response.output_text.delta", "item_id": "m1", "output_index": 1, "delta": "lo"},
+        {"type": "response.output_text.done", "item_id": "m1", "output_index": 1, "text": "Hello"},
+        {"type": "response.output_item.done", "output_index": 1, "item": {
+            "id": "m1", "type": "message", "content": [{"type": "output_text", "text": "Hello"}]}},
+        # a second item that came without deltas: its text is taken once, from output_item.done
+        {"type": "response.output_item.done", "output_index": 2, "item": {
+            "id": "m2", "type": "message", "content": [{"type": "output_text", "text": " world"}]}},
+        {"type": "codex.response.metadata", "etag": 'W/"7"'},
+        {"type": "responsesapi.websocket_timing", "timing": {"duration_ms": 100}},
+        {"type": "response.completed", "response": {"id": "r1", "status": "completed", "output": [],
+                                                    "usage": {"input_tokens": 3, "output_tokens": 2}}},
+    ]
+    rows = extract_flow(codex_flow(events, headers={"openai-model": "gpt-5.6-codex", "x-reasoning-included": "true"}),
+                        source="proxy")
+    call = rows["api_calls"][0]
+    assert call["response_text"] == "Hello world"
+    assert call["reasoning_text"] == "Think hard.\n\nraw"
+    assert call["n_reasoning_events"] == 3
+    assert call["first_reasoning_ms"] == pytest.approx(200.0, abs=0.01)  # event 2 arrived at 200 ms
+    assert call["reasoning_ms"] == pytest.approx(200.0, abs=0.01)  # from 200 ms to 400 ms
+    assert call["ttft_ms"] == pytest.approx(600.0, abs=0.01)  # first visible text: event 6
+    assert call["n_text_events"] == 3 and call["e2e_ms"] == pytest.approx(1300.0, abs=0.01)
+    assert (call["finish_reason"], call["prompt_tokens"], call["completion_tokens"]) == ("completed", 3, 2)
+    assert call.get("error") is None and rows["errors"] == []
+    assert json.loads(call["extra"]) == {"openai-model": "gpt-5.6-codex", "x-reasoning-included": "true",
+                                         "response_metadata": {"etag": 'W/"7"'},
+                                         "websocket_timing": {"duration_ms": 100}}
+    types = [e["type"] for e in rows["stream_events"]]
+    assert "codex.response.metadata" in types and "responsesapi.websocket_timing" in types
+    # reasoning never shows as visible text in stream_events
+    assert [e["text"] for e in rows["stream_events"] if e["text"]] == ["Hel", "lo", " world"]
+
+
+def test_completed_output_is_the_text_only_when_nothing_else_came():
+    done = {"type": "response.completed", "response": {"id": "r2", "status": "completed", "output": [
+        {"id": "m1", "type": "message", "content": [{"type": "output_text", "text": "Whole"}]}]}}
+    only = extract_flow(codex_flow([{"type": "response.created", "response": {"id": "r2"}}, done]), source="proxy")
+    assert only["api_calls"][0]["response_text"] == "Whole"
+    both = extract_flow(codex_flow([{"type": "response.output_text.delta", "item_id": "m1", "delta": "Whole"}, done]),
+                        source="proxy")
+    assert both["api_calls"][0]["response_text"] == "Whole"
+
+
+def test_wrapped_error_event_is_a_failed_call_with_its_limits():
+    error = {"type": "error", "status_code": 429,
+             "error": {"type": "usage_limit_reached", "message": "The usage limit has been reached",
+                       "plan_type": "plus", "resets_at": 1788879437, "resets_in_seconds": 9568},
+             "headers": {"X-Codex-Primary-Window-Minutes": "300", "X-Codex-Primary-Used-Percent": "100",
+                         "X-Codex-Primary-Reset-At": "1788879438"}}
+    rows = extract_flow(codex_flow([{"type": "response.created", "response": {"id": "r3"}}, error]), source="proxy")
+    call = rows["api_calls"][0]
+    assert (call["status_code"], call["error_status_code"], call["error_code"]) == (200, 429, "usage_limit_reached")
+    assert call["error"] == "usage_limit_reached: The usage limit has been reached"
+    assert call["finish_reason"] == "failed"
+    assert [(r["source"], r["limit"], r["used_percent"], r["plan_type"], r["at"]) for r in rows["rate_limits"]] == [
+        ("header", "primary", 100.0, "plus", 1_800_000_000.2)]  # at = the error event's arrival
+
+
+def test_response_failed_is_a_failed_call():
+    events = [{"type": "response.created", "response": {"id": "r0", "status": "in_progress"}},
+              {"type": "codex.rate_limits", "plan_type": "plus", "rate_limits": {"allowed": True}},
+              {"type": "response.failed", "response": {"id": "r0", "status": "failed", "error": {
+                  "code": "server_is_overloaded", "message": "Our servers are currently overloaded."}}}]
+    call = extract_flow(codex_flow(events), source="proxy")["api_calls"][0]
+    assert (call["error_code"], call["finish_reason"], call["error_status_code"]) == (
+        "server_is_overloaded", "failed", None)
+    assert call["error"] == "server_is_overloaded: Our servers are currently overloaded."
+
+
+def test_codex_request_headers_become_columns():
+    meta = {"turn_id": "turn-7", "session_id": "sess-1", "window_number": 0}
+    flow = codex_flow([{"type": "response.completed", "response": {"id": "r", "output": []}}], request_headers={
+        "session-id": "sess-1", "thread-id": "thr-1", "x-client-request-id": "req-1", "x-codex-window-id": "sess-1:0",
+        "x-codex-turn-metadata": json.dumps(meta), "x-codex-beta-features": "remote_compaction_v2",
+        "originator": "codex_cli_rs", "chatgpt-account-id": "acct-1"})
+    call = extract_flow(flow, source="proxy")["api_calls"][0]
+    assert {k: call[k] for k in ("codex_session_id", "codex_thread_id", "codex_turn_id", "codex_window_id",
+                                 "client_request_id", "originator", "chatgpt_account_id", "codex_beta_features")} == {
+        "codex_session_id": "sess-1", "codex_thread_id": "thr-1", "codex_turn_id": "turn-7",
+        "codex_window_id": "sess-1:0", "client_request_id": "req-1", "originator": "codex_cli_rs",
+        "chatgpt_account_id": "acct-1", "codex_beta_features": "remote_compaction_v2"}
+    assert json.loads(call["codex_turn_metadata"]) == meta
+    odd = codex_flow([{"type": "response.completed"}], request_headers={"x-codex-turn-metadata": "not json"})
+    assert extract_flow(odd, source="proxy")["api_calls"][0]["codex_turn_metadata"] == "not json"
+
+
+def test_analytics_events_in_process():
+    body = {"events": [
+        {"event_type": "codex_thread_initialized", "event_params": {"thread_id": "thr-1", "model": "gpt-5.6-codex"}},
+        {"event_type": "codex_turn_event", "event_params": {
+            "thread_id": "thr-1", "session_id": "sess-1", "turn_id": "turn-7", "model": "gpt-5.6-codex",
+            "runtime": "cli", "critical_path_duration_ms": 2400, "critical_path_inference_ms": 1900.5,
+            "critical_path_tools_ms": 300, "tool_calls": 2}},
+        "not an event"]}
+    flow = make_flow("POST", "/backend-api/codex/analytics-events/events", body=body)
+    rows = extract_flow(flow, source="proxy")["codex_analytics_events"]
+    assert [(r["seq"], r["event_type"], r["turn_id"]) for r in rows] == [
+        (0, "codex_thread_initialized", None), (1, "codex_turn_event", "turn-7")]
+    turn = rows[1]
+    assert (turn["critical_path_duration_ms"], turn["critical_path_inference_ms"], turn["critical_path_tools_ms"],
+            turn["runtime"]) == (2400.0, 1900.5, 300.0, "cli")
+    assert json.loads(turn["params"])["tool_calls"] == 2
+    bad = make_flow("POST", "/backend-api/codex/analytics-events/events", body={"nope": 1})
+    errors = extract_flow(bad, source="proxy")["errors"]
+    assert [e["error"] for e in errors] == ["analytics body has no events list"]
+
+
+@pytest.mark.parametrize(("method", "path", "kind"), [
+    ("GET", "/backend-api/codex/models?client_version=0.171.0", recognise.CODEX_READ),
+    ("GET", "/backend-api/wham/usage", recognise.CODEX_READ),
+    ("GET", "/backend-api/wham/tasks/list", recognise.CODEX_READ),
+    ("GET", "/backend-api/ps/plugins/list", recognise.CODEX_READ),
+    ("POST", "/backend-api/ps/mcp", recognise.MCP),
+    ("POST", "/backend-api/codex/analytics-events/events", recognise.CODEX_ANALYTICS),
+    ("POST", "/backend-api/codex/responses", recognise.API),
+    ("GET", "/backend-api/wham", None),
+    ("GET", "/backend-api/ps/mcp", None),
+])
+def test_codex_kinds(method, path, kind):
+    assert recognise.recognise(method, path) == kind
+
+
+def test_codex_read_is_a_flow_of_its_kind():
+    flow = make_flow("GET", "/backend-api/wham/usage", response_body=b'{"plan_type":"plus"}')
+    rows = extract_flow(flow, source="proxy")
+    assert [r["kind"] for r in rows["flows"]] == ["codex_read"] and rows["errors"] == []
+
+
+# ------------------------------------------------------------------ live: through mitmdump
+
+PROMPT = "Explain the flux capacitor"
+
+
+def _events_of(origin, since: int, rid: str) -> list[dict]:
+    return sorted((r for r in origin.log(since) if r["kind"] == "event" and r["rid"] == rid), key=lambda r: r["index"])
+
+
+def _request_of(origin, since: int, rid: str) -> dict:
+    return next(r for r in origin.log(since) if r["kind"] == "request" and r["rid"] == rid)
+
+
+@pytest.fixture(scope="module")
+def codex_session(tmp_path_factory, origin, mitm_confdir):
+    """Codex calls, analytics and MCP through one mitmdump with the addon, flows saved with ``-w``."""
+    from tests.origin.mitm import run_mitmdump
+
+    work = tmp_path_factory.mktemp("codex")
+    capture, flows_path = work / "live.parquet", work / "codex.mitm"
+    proxy = run_mitmdump(work, script=ADDON, options={"capture_path": capture, "capture_flush_ms": 200},
+                         confdir=mitm_confdir, flow_file=flows_path)
+    since = len(origin.log())
+    verify = ssl.create_default_context(cafile=str(proxy.ca_path))
+    common = {"accept": "text/event-stream", "x-origin-delays-ms": "150,80", "session-id": "sess-1",
+              "thread-id": "thr-1", "originator": "codex_cli_rs", "chatgpt-account-id": "acct-1"}
+    cases = {
+        # reasoning, a zstd request body, a zstd answer decoded incrementally
+        "reasoning": {"x-origin-reasoning": "1", "x-origin-encoding": "zstd", "content-encoding": "zstd",
+                      "x-codex-turn-metadata": json.dumps({"turn_id": "turn-1", "session_id": "sess-1"})},
+        # no Content-Type, and the text only in the done events
+        "no-deltas": {"x-origin-content-type": "none", "x-origin-codex": "no-deltas",
+                      "x-codex-turn-metadata": json.dumps({"turn_id": "turn-2"})},
+        "usage_limit": {"x-origin-codex-fail": "usage_limit"},
+        "overloaded": {"x-origin-codex-fail": "overloaded"},
+        "http429": {"x-origin-codex-fail": "http429"},
+    }
+    out: dict = {"since": since, "rids": {}, "times": {}, "raw": {}}
+    try:
+        with httpx.Client(proxy=proxy.proxy_url, verify=verify, timeout=30) as client:
+            for name, headers in cases.items():
+                body = json.dumps({"model": "gpt-5.6-codex", "stream": True,
+                                   "input": [{"type": "message", "role": "user",
+                                              "content": [{"type": "input_text", "text": PROMPT}]}]}).encode()
+                if headers.get("content-encoding") == "zstd":
+                    body = zstandard.ZstdCompressor().compress(body)
+                response, raw, times = read_stream(client, "POST", origin.url + CODEX, content=body,
+                                                   headers={**common, "content-type": "application/json", **headers})
+                out["rids"][name], out["times"][name], out["raw"][name] = response.headers["x-request-id"], times, raw
+            analytics = {"events": [
+                {"event_type": "codex_thread_initialized", "event_params": {"thread_id": "thr-1"}},
+                {"event_type": "codex_turn_event", "event_params": {
+                    "thread_id": "thr-1", "session_id": "sess-1", "turn_id": "turn-1", "model": "gpt-5.6-codex",
+                    "critical_path_duration_ms": 900, "critical_path_inference_ms": 700,
+                    "critical_path_tools_ms": 0}}]}
+            assert client.post(origin.url + "/backend-api/codex/analytics-events/events",
+                               json=analytics).status_code == 200
+            mcp = {"accept": "text/event-stream, application/json", "x-origin-delays-ms": "150,80"}
+            init = client.post(origin.url + "/backend-api/ps/mcp", headers=mcp,
+                               json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}})
+            assert init.status_code == 200 and init.json()["result"]["serverInfo"]["name"] == "origin-mcp"
+            response, raw, times = read_stream(client, "POST", origin.url + "/backend-api/ps/mcp", headers=mcp,
+                                               json={"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+                                                     "params": {"name": "echo", "arguments": {}}})
+            out["rids"]["mcp"], out["times"]["mcp"], out["raw"]["mcp"] = response.headers["x-request-id"], times, raw
+            client.get(origin.url + "/backend-api/wham/usage")  # whatever the origin answers, a codex_read flow
+    finally:
+        assert proxy.stop() == 0
+    assert "Traceback" not in proxy.log_text()
+    out.update(capture=load_capture(capture), flows_path=flows_path, work=work)
+    return out
+
+
+def _calls_by_case(session, origin) -> dict:
+    """api_calls rows keyed by case, matched through the flows' response x-request-id."""
+    flows = session["capture"].table("flows")
+    calls = session["capture"].table("api_calls").set_index("flow_id")
+    out = {}
+    for name, rid in session["rids"].items():
+        flow_id = flows[flows["response_headers"].str.contains(rid, regex=False)]["flow_id"].iloc[0]
+        out[name] = calls.loc[flow_id] if flow_id in calls.index else flow_id
+    return out
+
+
+def test_codex_answers_through_mitmdump(codex_session, origin):
+    s = codex_session
+    since = s["since"]
+    calls = _calls_by_case(s, origin)
+    events = s["capture"].table("stream_events")
+    # never held back: each event reached the client soon after the origin sent it
+    for name in ("reasoning", "no-deltas", "mcp"):
+        sent = _events_of(origin, since, s["rids"][name])
+        assert len(sent) == len(s["times"][name])
+        lags = [(at - r["t"]) * 1000 for r, at in zip(sent, s["times"][name], strict=True)]
+        assert max(lags) < 100, (name, lags)
+
+    for name in ("reasoning", "no-deltas"):
+        call, sent = calls[name], _events_of(origin, since, s["rids"][name])
+        assert call.endpoint == CODEX and call.status_code == 200 and pd.isna(call.error)
+        assert call.response_text == "".join(r["text"] for r in sent)  # the origin's visible text, once
+        assert call.n_events == len(sent)
+        mine = events[events.flow_id == call.name].sort_values("seq")
+        # every event timed: the proxy's arrival at or just after the origin's send
+        assert all(-0.01 < a.timestamp() - r["t"] < 0.1 for a, r in zip(mine["at"], sent, strict=True))
+        assert (call.codex_session_id, call.codex_thread_id, call.originator, call.chatgpt_account_id) == (
+            "sess-1", "thr-1", "codex_cli_rs", "acct-1")
+    reasoning = calls["reasoning"]
+    assert reasoning.codex_turn_id == "turn-1" and calls["no-deltas"].codex_turn_id == "turn-2"
+    assert reasoning.reasoning_text == "**Planning** Reading the question, then answering it."
+    sent = _events_of(origin, since, s["rids"]["reasoning"])
+    thought_t = [r["t"] for r in sent if r["event_kind"] == "thought"]
+    text_t = [r["t"] for r in sent if r["text"]]
+    # time from the first reasoning event to the first visible text, as the origin spaced them
+    assert reasoning.ttft_ms - reasoning.first_reasoning_ms == pytest.approx((text_t[0] - thought_t[0]) * 1000, abs=50)
+    assert reasoning.reasoning_ms == pytest.approx((thought_t[-1] - thought_t[0]) * 1000, abs=50)
+    assert _request_of(origin, since, s["rids"]["reasoning"])["encoding"] == "zstd"
+    assert json.loads(reasoning.extra)["x-reasoning-included"] == "true"
+
+    usage, overloaded, http429 = calls["usage_limit"], calls["overloaded"], calls["http429"]
+    assert (usage.status_code, usage.error_status_code, usage.error_code) == (200, 429, "usage_limit_reached")
+    assert (overloaded.error_code, overloaded.finish_reason) == ("server_is_overloaded", "failed")
+    assert (http429.status_code, http429.error_code) == (429, "usage_limit_reached")
+
+    # usage limits: what the origin says it sent, per call
+    limits = s["capture"].table("rate_limits")
+    for name, call in (("reasoning", reasoning), ("no-deltas", calls["no-deltas"]), ("http429", http429)):
+        sent_limits = _request_of(origin, since, s["rids"][name])["limits"]
+        mine = limits[limits.flow_id == call.name]
+        header = mine[mine.source == "header"].set_index("limit")
+        assert header.loc["primary", "used_percent"] == sent_limits["primary"]["used_percent"]
+        assert header.loc["secondary", "window_minutes"] == sent_limits["secondary"]["window_minutes"]
+        assert header.loc["primary", "reset_at"].timestamp() == sent_limits["primary"]["reset_at"]
+        assert header.loc["codex_bengalfox", "limit_name"] == sent_limits["metered"]["label"]
+        assert json.loads(header.loc["primary", "credits"])["balance"] == "12.50"
+        if name != "http429":
+            event = mine[mine.source == "event"].set_index("limit")
+            assert set(event.index) == {"primary", "secondary", "codex_bengalfox"}
+            assert event.loc["secondary", "used_percent"] == sent_limits["secondary"]["used_percent"]
+            assert (event["plan_type"] == "plus").all()
+    wrapped = limits[(limits.flow_id == usage.name)]
+    assert set(wrapped.source) == {"header"} and (wrapped[wrapped.plan_type.notna()].limit == "primary").any()
+
+    analytics = s["capture"].table("codex_analytics_events").sort_values("seq")
+    assert list(analytics.event_type) == ["codex_thread_initialized", "codex_turn_event"]
+    assert analytics.iloc[1].critical_path_inference_ms == 700.0
+
+    flows = s["capture"].table("flows")
+    mcp_flow = flows[flows["response_headers"].str.contains(s["rids"]["mcp"], regex=False)].iloc[0]
+    assert mcp_flow.kind == "mcp" and mcp_flow.streamed
+    mcp_events = events[events.flow_id == mcp_flow.flow_id].sort_values("seq")
+    assert list(mcp_events.type) == ["jsonrpc.notifications/progress"] * 2 + ["jsonrpc.result"]
+    mcp_sent = _events_of(origin, since, s["rids"]["mcp"])
+    assert all(-0.01 < a.timestamp() - r["t"] < 0.1 for a, r in zip(mcp_events["at"], mcp_sent, strict=True))
+    assert s["raw"]["mcp"] == "".join(r["data"] for r in mcp_sent).encode()  # byte-identical
+    assert "codex_read" in set(flows.kind)
+
+
+CHECKED = {
+    "api_calls": ["endpoint", "model", "response_text", "reasoning_text", "error", "error_code", "error_status_code",
+                  "codex_turn_id", "codex_session_id", "prompt_tokens", "completion_tokens", "n_events"],
+    "rate_limits": ["source", "limit", "used_percent", "window_minutes", "reset_at", "plan_type", "limit_name"],
+    "codex_analytics_events": ["event_type", "turn_id", "critical_path_duration_ms", "params"],
+}
+
+
+def _rows(capture, name):
+    frame = capture.table(name)[CHECKED[name]]
+    return frame.astype(str).sort_values(CHECKED[name]).reset_index(drop=True)
+
+
+def test_flow_file_and_har_give_the_same_rows(codex_session, tmp_path):
+    s = codex_session
+    live = s["capture"]
+    imported = tmp_path / "from_flows.parquet"
+    summary = import_sources([s["flows_path"]], imported)
+    assert summary.errors == []
+    flow_cap = load_capture(imported)
+    for name in CHECKED:
+        pd.testing.assert_frame_equal(_rows(live, name), _rows(flow_cap, name), obj=name)
+    # the flow file keeps the per-event timing: same arrival times and TTFT
+    cols = ["flow_id", "ttft_ms", "first_reasoning_ms", "e2e_ms"]
+    pd.testing.assert_frame_equal(live.table("api_calls")[cols].sort_values("flow_id").reset_index(drop=True),
+                                  flow_cap.table("api_calls")[cols].sort_values("flow_id").reset_index(drop=True))
+
+    har = tmp_path / "codex.har"
+    mitmdump = str(Path(sys.executable).parent / "mitmdump")
+    subprocess.run([mitmdump, "-q", "-nr", str(s["flows_path"]), "--set", f"hardump={har}"], check=True, timeout=120,
+                   stdout=subprocess.DEVNULL)
+    har_summary = import_sources([har], tmp_path / "from_har.parquet")
+    assert har_summary.errors == []
+    har_cap = load_capture(tmp_path / "from_har.parquet")
+    for name in CHECKED:
+        pd.testing.assert_frame_equal(_rows(live, name), _rows(har_cap, name), obj=name)
+    assert har_cap.table("api_calls")["ttft_ms"].isna().all()  # a HAR has no per-event timing
