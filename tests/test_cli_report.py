@@ -59,12 +59,12 @@ def test_text_is_the_default(capture_path):
     assert max(map(len, lines)) <= 80
 
 
-def test_json_has_exactly_the_four_keys(capture_path):
+def test_json_has_exactly_the_top_level_keys(capture_path):
     for args in (["--format", "json"], ["--json"]):
         result = run(str(capture_path), *args)
         assert result.exit_code == 0
         data = json.loads(result.output)
-        assert list(data) == ["capture", "conversations", "latency", "telemetry"]
+        assert list(data) == ["capture", "conversations", "latency", "telemetry", "codex"]
         assert data["latency"]["matched"]["pairs"] == 3
 
 

@@ -453,3 +453,53 @@ def test_flow_file_and_har_give_the_same_rows(codex_session, tmp_path):
     for name in CHECKED:
         pd.testing.assert_frame_equal(_rows(live, name), _rows(har_cap, name), obj=name)
     assert har_cap.table("api_calls")["ttft_ms"].isna().all()  # a HAR has no per-event timing
+
+
+# ------------------------------------------------------------------ the report's Codex section
+
+def test_report_codex_section(codex_session, origin, tmp_path):
+    from click.testing import CliRunner
+
+    from analyzer.analysis.report import build_report
+    from analyzer.cli import main as cli
+
+    s = codex_session
+    calls = _calls_by_case(s, origin)
+    cx = build_report(s["capture"])["codex"]
+    assert cx["calls"] == 5 and cx["failed"] == 3
+    assert cx["errors_by_code"] == {"server_is_overloaded": 1, "usage_limit_reached": 2}
+    model = cx["by_model"]["gpt-5.6-codex"]
+    assert model["ttft_ms"]["n"] == 2 and model["first_reasoning_ms"]["n"] == 1
+    assert model["reasoning_ms"]["p50"] == pytest.approx(calls["reasoning"].reasoning_ms)
+    assert model["itl_ms"]["n"] > 0
+    # usage limits: every primary-window value the origin sent, per call, is in the series
+    sent = [_request_of(origin, s["since"], s["rids"][n])["limits"] for n in ("reasoning", "no-deltas", "usage_limit",
+                                                                               "http429")]
+    primary = cx["rate_limits"]["by_limit"]["primary"]
+    assert primary["max_used_percent"] == max(x["primary"]["used_percent"] for x in sent)
+    assert primary["first_used_percent"] == sent[0]["primary"]["used_percent"]
+    assert primary["window_minutes"] == 300
+    # the CLI's turn-1 timing beside the wire timing of its one call
+    turns = {t["turn_id"]: t for t in cx["turn_events"]["turns"]}
+    assert cx["turn_events"] == {**cx["turn_events"], "events": 1, "joined": 1}
+    turn = turns["turn-1"]
+    assert turn["n_calls"] == 1 and turn["critical_path_inference_ms"] == 700.0
+    assert turn["wire_inference_ms"] == pytest.approx(calls["reasoning"].e2e_ms)
+    assert turn["inference_gap_ms"] == pytest.approx(700.0 - calls["reasoning"].e2e_ms)
+
+    capture_path = s["work"] / "live.parquet"
+    runner = CliRunner()
+    text = runner.invoke(cli, ["report", str(capture_path)])
+    assert text.exit_code == 0, text.output
+    assert "Codex" in text.output and "Usage limits" in text.output and "turn-1" in text.output
+    md = runner.invoke(cli, ["report", str(capture_path), "--format", "markdown"])
+    assert md.exit_code == 0 and "## Codex" in md.output
+    out = tmp_path / "report.html"
+    html = runner.invoke(cli, ["report", str(capture_path), "--format", "html", "-o", str(out)])
+    assert html.exit_code == 0, html.output
+    page = out.read_text()
+    section = page[page.index('<section id="codex"'):]
+    section = section[:section.index("</section>")]
+    assert 'data-chart="yes"' in section and section.count("<svg") == 1
+    assert "usage limits over time" in section and "<code>turn-1</code>" in section
+    assert "codex_bengalfox (n=" in section  # one line per limit

@@ -27,7 +27,7 @@ def report(full_path):
 
 
 def test_top_level_keys_are_exactly_the_four(report):
-    assert tuple(report) == TOP_LEVEL_KEYS == ("capture", "conversations", "latency", "telemetry")
+    assert tuple(report) == TOP_LEVEL_KEYS == ("capture", "conversations", "latency", "telemetry", "codex")
     assert set(report["latency"]) >= {"observed", "client_reported", "matched", "by_model", "api"}
     assert set(report["telemetry"]) >= {"segment", "statsig", "identifiers", "events_in_conversations"}
     # JSON for programs: no NaN anywhere, and it round-trips.

@@ -313,11 +313,40 @@ def bar_chart(labels: Sequence[str], stacks: dict[str, Sequence[float]], *, xlab
     return figure_svg(fig, label=label)
 
 
+@_styled
+def time_series_chart(series: Sequence[tuple[str, np.ndarray, np.ndarray, int]], *, ylabel: str, label: str,
+                      max_points: int = CDF_POINTS) -> str:
+    """One stepped line per ``(name, epoch_seconds, values, palette slot)``, time on the x axis (UTC);
+    a long series is thinned to ``max_points`` evenly spaced observations, its first and last kept."""
+    import matplotlib.dates as mdates
+
+    fig = _figure(height=3.8)
+    ax = _axes(fig)
+    for name, times, values, slot in series:
+        t = np.asarray(times, dtype="float64")
+        v = np.asarray(values, dtype="float64")
+        ok = np.isfinite(t) & np.isfinite(v)
+        t, v = t[ok], v[ok]
+        if t.size > max_points:
+            keep = np.unique(np.linspace(0, t.size - 1, max_points).round().astype(int))
+            t, v = t[keep], v[keep]
+        if t.size:
+            when = mdates.date2num((t * 1e6).astype("datetime64[us]"))
+            ax.step(when, v, where="post", color=series_colour(slot), linewidth=1.4, marker="o", markersize=2.5,
+                    label=name)
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(mdates.AutoDateLocator()))
+    ax.set_ylabel(ylabel)
+    ax.set_xlabel("time (UTC)")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return figure_svg(fig, label=label)
+
+
 def _short(text: str, limit: int = 48) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 __all__ = [
     "CDF_POINTS", "RASTER_TICKS", "SCATTER_POINTS", "CdfSeries", "RasterRow", "bar_chart", "cdf_chart",
-    "cdf_points", "figure_svg", "raster_chart", "scatter_chart", "series_colour", "thin", "wants_log",
+    "cdf_points", "figure_svg", "raster_chart", "scatter_chart", "series_colour", "thin", "time_series_chart",
+    "wants_log",
 ]

@@ -32,6 +32,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
 from analyzer.analysis import charts, latency
+from analyzer.analysis import codex as codex_analysis
 from analyzer.analysis import report as report_mod
 from analyzer.analysis.conversations import (
     MESSAGE_COLUMNS,
@@ -437,6 +438,26 @@ def api_section(report: dict, frames: dict[str, pd.DataFrame], palette: Palette)
             "tokens": tokens}
 
 
+def codex_section(capture: Capture, report: dict, palette: Palette) -> dict[str, Any] | None:
+    """Codex calls by model, used_percent over time per usage limit, and the CLI's turn timings
+    against the wire; None when the capture has no Codex traffic."""
+    cx = report.get("codex")
+    if not cx or not (cx["calls"] or cx["rate_limits"]["observations"] or cx["turn_events"]["events"]):
+        return None
+    limits = codex_analysis.rate_limit_frame(capture)
+    limits = limits[limits["used_percent"].notna() & limits["at"].notna()]
+    series = []
+    for i, (name, grp) in enumerate(limits.groupby("limit", sort=True)):
+        times = grp["at"].astype("int64").to_numpy() / 1e9
+        series.append((f"{name} (n={len(grp):,})", times, grp["used_percent"].to_numpy(dtype="float64"), i))
+    chart = (Chart(svg=charts.time_series_chart(series, ylabel="used (%)", label="usage limits over time"))
+             if series else Chart(empty="No usage-limit observation with a time and a used percentage."))
+    models = [{"model": m, **b} for m, b in cx["by_model"].items()]
+    limit_rows = [{"limit": k, **v, "reset_at": fmt_time(v["reset_at"])} for k, v in cx["rate_limits"]["by_limit"].items()]
+    return {"calls": cx["calls"], "failed": cx["failed"], "models": models, "errors": cx["errors_by_code"],
+            "limits": limit_rows, "chart": chart, "turns": cx["turn_events"]}
+
+
 def error_groups(capture: Capture, examples: int = ERROR_EXAMPLES) -> list[dict[str, Any]]:
     """Errors per stage, most frequent first, with up to ``examples`` of each."""
     errors = capture.table("errors", ["flow_id", "stage", "error", "at"])
@@ -502,6 +523,7 @@ def render_html(capture: Capture, report: dict | None = None, *, raster_n: int =
         "identifiers": report["telemetry"]["identifiers"],
         "privacy": privacy_audit(capture).to_dict(),
         "api": api_section(report, frames, palette),
+        "codex": codex_section(capture, report, palette),
         "errors": error_groups(capture),
         "error_count": report["capture"]["errors"],
         "limits": {"cdf_points": charts.CDF_POINTS, "raster_n": raster_n, "raster_ticks": charts.RASTER_TICKS,

@@ -259,6 +259,52 @@ def _telemetry_blocks(tel: dict) -> list[Block]:
     return out
 
 
+def _codex_blocks(cx: dict | None) -> list[Block]:
+    """Codex backend calls by model, usage limits, and the CLI's turn timings against the wire."""
+    if not cx or not (cx["calls"] or cx["rate_limits"]["observations"] or cx["turn_events"]["events"]):
+        return []
+    out: list[Block] = [Heading("Codex")]
+    out.append(Para(f"{_plural(cx['calls'], 'Codex call')} ({_count(cx['failed'])} failed) in "
+                    f"{_plural(cx['sessions'], 'session')} and {_plural(cx['turns'], 'turn')}; milliseconds. "
+                    "TTFT is the first visible text; reasoning is timed apart (first reasoning event, and the "
+                    "span from the first to the last)."))
+    if cx["by_model"]:
+        rows = []
+        for model, m in cx["by_model"].items():
+            rows.append([model, _count(m["calls"]), _count(m["failed"]), _num(m["ttft_ms"].get("p50")),
+                         _num(m["ttft_ms"].get("p95")), _num(m["itl_ms"].get("p50")),
+                         _num(m["first_reasoning_ms"].get("p50")), _num(m["reasoning_ms"].get("p50")),
+                         _num(m["e2e_ms"].get("p50"))])
+        out.append(Table(["model", "calls", "failed", "TTFT p50", "TTFT p95", "ITL p50", "1st reason p50",
+                          "reasoning p50", "E2E p50"], rows, "lrrrrrrrr"))
+    if cx["errors_by_code"]:
+        out.append(Table(["error", "calls"], [[k, _count(n)] for k, n in cx["errors_by_code"].items()], "lr"))
+    limits = cx["rate_limits"]
+    out.append(Heading("Usage limits", 3))
+    if limits["by_limit"]:
+        rows = [[name, _count(b["observations"]), _num(b["first_used_percent"]), _num(b["last_used_percent"]),
+                 _num(b["max_used_percent"]), _num(b["window_minutes"], 0), _when(b["reset_at"])]
+                for name, b in limits["by_limit"].items()]
+        out.append(Table(["limit", "seen", "first %", "last %", "max %", "window min", "resets (UTC)"], rows,
+                         "lrrrrrl"))
+    else:
+        out.append(Para("No usage-limit headers or codex.rate_limits events in this capture."))
+    turns = cx["turn_events"]
+    out.append(Heading("Codex turns: the CLI's timing against the wire", 3))
+    if not turns["events"]:
+        out.append(Para("No codex_turn_event analytics events in this capture."))
+        return out
+    out.append(Para(f"{_plural(turns['events'], 'codex_turn_event')}, {_count(turns['joined'])} joined to their "
+                    "responses calls on turn_id. Inference gap = the CLI's critical_path_inference_ms − the sum "
+                    "of the calls' E2E."))
+    rows = [[t["turn_id"], _count(t["n_calls"]), _num(t["critical_path_duration_ms"]),
+             _num(t["critical_path_inference_ms"]), _num(t["critical_path_tools_ms"]), _num(t["wire_ttft_ms"]),
+             _num(t["wire_inference_ms"]), _num(t["inference_gap_ms"])] for t in turns["turns"]]
+    out.append(Table(["turn", "calls", "CLI total", "CLI infer", "CLI tools", "wire TTFT", "wire E2E", "gap"],
+                     rows, "lrrrrrrr"))
+    return out
+
+
 def _is_empty(report: dict) -> bool:
     cap, lat, tel = report["capture"], report["latency"], report["telemetry"]
     return (cap["flows"] == 0 and report["conversations"]["turns"] == 0 and lat["client_reported"]["beacons"] == 0
@@ -280,6 +326,7 @@ def report_blocks(report: dict) -> list[Block]:
     out += _latency_blocks(report["latency"])
     out += _capture_blocks(cap, report["conversations"])
     out += _telemetry_blocks(report["telemetry"])
+    out += _codex_blocks(report.get("codex"))
     return out
 
 

@@ -14,13 +14,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analyzer.analysis import latency, telemetry
+from analyzer.analysis import codex, latency, telemetry
 from analyzer.analysis.latency import isin, model_column
 from analyzer.store import Capture
 
 log = logging.getLogger(__name__)
 
-TOP_LEVEL_KEYS = ("capture", "conversations", "latency", "telemetry")
+TOP_LEVEL_KEYS = ("capture", "conversations", "latency", "telemetry", "codex")
 
 COLUMNS: dict[str, list[str]] = {
     "flows": ["flow_id", "kind", "started_at", "ended_at", "error"],
@@ -35,7 +35,9 @@ COLUMNS: dict[str, list[str]] = {
 def report_columns() -> dict[str, list[str]]:
     """Every (table, columns) the report reads: the benchmark measures memory against their size."""
     out: dict[str, list[str]] = {}
-    for spec in (COLUMNS, latency.COLUMNS, telemetry.COLUMNS):
+    codex_columns = {"api_calls": codex.CALL_COLUMNS, "rate_limits": codex.LIMIT_COLUMNS,
+                     "codex_analytics_events": codex.EVENT_COLUMNS}
+    for spec in (COLUMNS, latency.COLUMNS, telemetry.COLUMNS, codex_columns):
         for table, cols in spec.items():
             out.setdefault(table, [])
             out[table] += [c for c in cols if c not in out[table]]
@@ -120,7 +122,7 @@ def _clean(obj: Any) -> Any:
 
 
 def build_report(capture: Capture, frames: dict[str, pd.DataFrame] | None = None) -> dict:
-    """The report as a plain dict with exactly the keys capture, conversations, latency, telemetry.
+    """The report as a plain dict with exactly the keys capture, conversations, latency, telemetry, codex.
 
     ``frames`` (from ``latency.compute_latency(capture)``) may be passed in by a caller that needs
     them too (the HTML report draws them), so ``stream_events`` is read once.
@@ -132,6 +134,7 @@ def build_report(capture: Capture, frames: dict[str, pd.DataFrame] | None = None
         "latency": latency.latency_block(f["turns"], f["itl_gaps"], f["beacons"], f["matches"], f["api"],
                                          f["api_itl_gaps"], f.get("perf_stats")),
         "telemetry": telemetry.telemetry_report(capture),
+        "codex": codex.codex_block(capture, f["api"], f["api_itl_gaps"]),
     }
     return _clean(report)
 
