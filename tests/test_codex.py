@@ -503,3 +503,14 @@ def test_report_codex_section(codex_session, origin, tmp_path):
     assert 'data-chart="yes"' in section and section.count("<svg") == 1
     assert "usage limits over time" in section and "<code>turn-1</code>" in section
     assert "codex_bengalfox (n=" in section  # one line per limit
+
+
+def test_zstd_body_of_several_frames_decodes_whole_at_any_cut():
+    from analyzer.streams.decoding import BodyDecoder, decode_body_bytes
+
+    frames = b"".join(zstandard.ZstdCompressor().compress(p) for p in (b"data: 1\n\n", b"data: 2\n\n", b"data: 3\n\n"))
+    assert decode_body_bytes(frames, "zstd") == b"data: 1\n\ndata: 2\n\ndata: 3\n\n"
+    for cut in range(len(frames)):
+        decoder = BodyDecoder("zstd")
+        text = decoder.decode(frames[:cut]) + decoder.decode(frames[cut:]) + decoder.finish()
+        assert text == "data: 1\n\ndata: 2\n\ndata: 3\n\n", cut

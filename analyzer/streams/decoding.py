@@ -53,13 +53,24 @@ class _Brotli:
 
 
 class _Zstd:
+    """zstd, frame after frame: a body may be several frames back to back, and a decoder left to
+    itself stops after the first and drops the rest without a word."""
+
     def __init__(self) -> None:
         import zstandard
 
-        self._obj = zstandard.ZstdDecompressor().decompressobj()
+        self._new = zstandard.ZstdDecompressor().decompressobj
+        self._obj = self._new()
 
     def decompress(self, data: bytes) -> bytes:
-        return self._obj.decompress(data)
+        out = self._obj.decompress(data) if data else b""
+        while self._obj.eof and self._obj.unused_data:
+            rest = self._obj.unused_data
+            self._obj = self._new()
+            out += self._obj.decompress(rest)
+        if self._obj.eof:
+            self._obj = self._new()  # the next bytes, if any, start a new frame
+        return out
 
     def flush(self) -> bytes:
         return b""
