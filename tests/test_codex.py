@@ -514,3 +514,13 @@ def test_zstd_body_of_several_frames_decodes_whole_at_any_cut():
         decoder = BodyDecoder("zstd")
         text = decoder.decode(frames[:cut]) + decoder.decode(frames[cut:]) + decoder.finish()
         assert text == "data: 1\n\ndata: 2\n\ndata: 3\n\n", cut
+
+
+def test_client_metadata_fills_in_missing_headers():
+    meta = json.dumps({"turn_id": "turn-9", "thread_id": "thr-9"})
+    flow = make_flow("POST", CODEX, body={"model": "m", "input": "hi", "client_metadata": {
+        "session_id": "sess-9", "x-codex-turn-metadata": meta, "x-codex-window-id": "sess-9:1"}},
+        request_headers={"thread-id": "thr-header"}, response_body=b'{"id": "r", "status": "completed", "output": []}')
+    call = extract_flow(flow, source="proxy")["api_calls"][0]
+    assert (call["codex_session_id"], call["codex_thread_id"], call["codex_turn_id"], call["codex_window_id"]) == (
+        "sess-9", "thr-header", "turn-9", "sess-9:1")  # a header wins over the body

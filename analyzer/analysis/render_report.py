@@ -271,12 +271,11 @@ def _codex_blocks(cx: dict | None) -> list[Block]:
     if cx["by_model"]:
         rows = []
         for model, m in cx["by_model"].items():
-            rows.append([model, _count(m["calls"]), _count(m["failed"]), _num(m["ttft_ms"].get("p50")),
-                         _num(m["ttft_ms"].get("p95")), _num(m["itl_ms"].get("p50")),
+            rows.append([model, _count(m["calls"]), _num(m["ttft_ms"].get("p50")), _num(m["itl_ms"].get("p50")),
                          _num(m["first_reasoning_ms"].get("p50")), _num(m["reasoning_ms"].get("p50")),
                          _num(m["e2e_ms"].get("p50"))])
-        out.append(Table(["model", "calls", "failed", "TTFT p50", "TTFT p95", "ITL p50", "1st reason p50",
-                          "reasoning p50", "E2E p50"], rows, "lrrrrrrrr"))
+        out.append(Table(["model", "calls", "TTFT p50", "ITL p50", "reason 1st", "reason ms", "E2E p50"], rows,
+                         "lrrrrrr", note="p50s; the JSON has every percentile"))
     if cx["errors_by_code"]:
         out.append(Table(["error", "calls"], [[k, _count(n)] for k, n in cx["errors_by_code"].items()], "lr"))
     limits = cx["rate_limits"]

@@ -198,14 +198,25 @@ def rate_limit_rows(flow: http.HTTPFlow, events: list[tuple[float | None, dict]]
     return rows
 
 
-def codex_request_columns(request: http.Request) -> dict:
-    """``api_calls`` columns from the Codex CLI's request headers (empty for other clients)."""
+def codex_request_columns(request: http.Request, body: Any = None) -> dict:
+    """``api_calls`` columns from the Codex CLI's request headers (empty for other clients).
+
+    Where a header is missing, the request body's ``client_metadata`` (the same keys, as the CLI
+    also sends them there, and the only place a WebSocket ``response.create`` has them) fills in."""
     out: dict[str, Any] = {}
     for name, column in CODEX_REQUEST_HEADERS.items():
         value = header(request, name)
         if value is not None:
             out[column] = value
+    client = body.get("client_metadata") if isinstance(body, dict) else None
+    client = client if isinstance(client, dict) else {}
+    for key, column in (("session_id", "codex_session_id"), ("thread_id", "codex_thread_id"),
+                        ("x-codex-window-id", "codex_window_id")):
+        if column not in out and isinstance(client.get(key), str):
+            out[column] = client[key]
     meta_text = header(request, "x-codex-turn-metadata")
+    if meta_text is None and isinstance(client.get("x-codex-turn-metadata"), str):
+        meta_text = client["x-codex-turn-metadata"]
     if meta_text is not None:
         try:
             meta = parse_json(meta_text)
@@ -216,6 +227,8 @@ def codex_request_columns(request: http.Request) -> dict:
             out["codex_turn_id"] = str_or_none(meta.get("turn_id"))
             out.setdefault("codex_session_id", str_or_none(meta.get("session_id")))
             out.setdefault("codex_thread_id", str_or_none(meta.get("thread_id")))
+    if "codex_turn_id" not in out and isinstance(client.get("turn_id"), str):
+        out["codex_turn_id"] = client["turn_id"]
     return {k: v for k, v in out.items() if v is not None}
 
 
