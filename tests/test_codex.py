@@ -486,6 +486,7 @@ def test_report_codex_section(codex_session, origin, tmp_path):
     assert turn["n_calls"] == 1 and turn["critical_path_inference_ms"] == 700.0
     assert turn["wire_inference_ms"] == pytest.approx(calls["reasoning"].e2e_ms)
     assert turn["inference_gap_ms"] == pytest.approx(700.0 - calls["reasoning"].e2e_ms)
+    assert turn["wire_span_ms"] == pytest.approx(calls["reasoning"].e2e_ms, abs=0.01)  # one call: its own span
 
     capture_path = s["work"] / "live.parquet"
     runner = CliRunner()

@@ -59,7 +59,7 @@ def turn_join(capture: Capture, calls: pd.DataFrame | None = None) -> pd.DataFra
     turns = events[(events["event_type"] == "codex_turn_event") & events["turn_id"].notna()]
     turns = turns.drop_duplicates("turn_id", keep="last")
     keyed = calls[calls["codex_turn_id"].notna()].copy()
-    keyed["start_s"] = keyed["started_at"].astype("int64") / 1e9 if len(keyed) else pd.Series(dtype="float64")
+    keyed["start_s"] = epoch_seconds(keyed["started_at"])
     keyed["end_s"] = keyed["start_s"] + keyed["e2e_ms"] / 1000.0
     keyed = keyed.sort_values("start_s", kind="stable")
     wire = keyed.groupby("codex_turn_id", sort=False).agg(
@@ -79,6 +79,11 @@ def turn_join(capture: Capture, calls: pd.DataFrame | None = None) -> pd.DataFra
             "critical_path_tools_ms", "n_calls", "wire_ttft_ms", "wire_inference_ms", "wire_span_ms",
             "inference_gap_ms"]
     return out[cols].sort_values("sent_at", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def epoch_seconds(times: pd.Series) -> np.ndarray:
+    """Float epoch seconds of a UTC timestamp column (whatever its unit); NaN for a missing one."""
+    return ((times - pd.Timestamp(0, tz="UTC")).dt.total_seconds()).to_numpy(dtype="float64", na_value=np.nan)
 
 
 def _iso(value: Any) -> str | None:
@@ -143,4 +148,4 @@ def codex_block(capture: Capture, api: pd.DataFrame, api_gaps: pd.DataFrame) -> 
     }
 
 
-__all__ = ["codex_block", "codex_calls", "rate_limit_frame", "turn_join"]
+__all__ = ["codex_block", "codex_calls", "epoch_seconds", "rate_limit_frame", "turn_join"]

@@ -448,7 +448,7 @@ def codex_section(capture: Capture, report: dict, palette: Palette) -> dict[str,
     limits = limits[limits["used_percent"].notna() & limits["at"].notna()]
     series = []
     for i, (name, grp) in enumerate(limits.groupby("limit", sort=True)):
-        times = grp["at"].astype("int64").to_numpy() / 1e9
+        times = codex_analysis.epoch_seconds(grp["at"])
         series.append((f"{name} (n={len(grp):,})", times, grp["used_percent"].to_numpy(dtype="float64"), i))
     chart = (Chart(svg=charts.time_series_chart(series, ylabel="used (%)", label="usage limits over time"))
              if series else Chart(empty="No usage-limit observation with a time and a used percentage."))
