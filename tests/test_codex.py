@@ -525,3 +525,23 @@ def test_client_metadata_fills_in_missing_headers():
     call = extract_flow(flow, source="proxy")["api_calls"][0]
     assert (call["codex_session_id"], call["codex_thread_id"], call["codex_turn_id"], call["codex_window_id"]) == (
         "sess-9", "thr-header", "turn-9", "sess-9:1")  # a header wins over the body
+
+
+def test_wham_usage_limits():
+    body = {"plan_type": "plus", "credits": {"has_credits": True, "unlimited": False, "balance": 5.39},
+            "rate_limit": {"primary_window": {"used_percent": 6, "reset_at": 1738300000, "limit_window_seconds": 18000},
+                           "secondary_window": {"used_percent": 24, "reset_after_seconds": 100,
+                                                "limit_window_seconds": 604800}},
+            "additional_rate_limits": [{"limit_name": "GPT-5.6-Codex-Spark", "rate_limit": {
+                "primary_window": {"used_percent": 1.5, "limit_window_seconds": 604800, "reset_at": 1738900000}}}]}
+    flow = make_flow("GET", "/backend-api/wham/usage", response_body=json.dumps(body), start=1_738_000_000.0)
+    rows = extract_flow(flow, source="proxy")["rate_limits"]
+    assert [(r["source"], r["limit"], r["used_percent"], r["window_minutes"], r["reset_at"], r["plan_type"])
+            for r in rows] == [
+        ("usage", "primary", 6.0, 300, 1738300000.0, "plus"),
+        ("usage", "secondary", 24.0, 10080, 1_738_000_000.05 + 100, "plus"),  # headers at + reset-after
+        ("usage", "gpt_5.6_codex_spark", 1.5, 10080, 1738900000.0, "plus")]
+    assert rows[2]["limit_name"] == "GPT-5.6-Codex-Spark"
+    broken = make_flow("GET", "/backend-api/wham/usage", response_body=b"<html>")
+    out = extract_flow(broken, source="proxy")
+    assert out["rate_limits"] == [] and [e["stage"] for e in out["errors"]] == ["response"]

@@ -309,6 +309,53 @@ def extract_mcp(flow: http.HTTPFlow, rows: Rows, redact: bool) -> None:
         rows["errors"].append({"flow_id": flow.id, "stage": "stream", "error": error})
 
 
+def _usage_windows(limit_id: str, rate_limit: Any, reset_base: float | None, **common: Any) -> list[dict]:
+    rows = []
+    if not isinstance(rate_limit, dict):
+        return rows
+    for window in WINDOWS:
+        w = rate_limit.get(f"{window}_window")
+        if not isinstance(w, dict) or (used := _finite(w.get("used_percent"))) is None:
+            continue
+        seconds = _finite(w.get("limit_window_seconds"))
+        reset = _finite(w.get("reset_at"))
+        after = _finite(w.get("reset_after_seconds"))
+        if reset is None and after is not None and reset_base is not None:
+            reset = reset_base + after
+        rows.append(_window_row(limit_id, window, used, int(seconds // 60) if seconds is not None else None, reset,
+                                **common))
+    return rows
+
+
+def rate_limits_from_usage(body: Any, *, at: float | None) -> list[dict]:
+    """``rate_limits`` rows (without flow_id/at/source) from a ``GET /backend-api/wham/usage`` answer:
+    ``{plan_type, rate_limit: {primary_window|secondary_window: {used_percent, limit_window_seconds,
+    reset_at}}, credits, additional_rate_limits}`` (the shape other clients of it read; inferred)."""
+    if not isinstance(body, dict):
+        return []
+    plan = str_or_none(body.get("plan_type"))
+    credits = body.get("credits") if isinstance(body.get("credits"), dict) else None
+    rows = _usage_windows(DEFAULT_LIMIT, body.get("rate_limit"), at, plan_type=plan, limit_name=None,
+                          credits=to_json(credits, False))
+    additional = body.get("additional_rate_limits")
+    items = list(additional.items()) if isinstance(additional, dict) else [
+        (a.get("limit_name") or a.get("metered_feature"), a) for a in additional or [] if isinstance(a, dict)
+    ] if isinstance(additional, list) else []
+    for name, details in items:
+        if not isinstance(name, str) or not isinstance(details, dict):
+            continue
+        rows += _usage_windows(normalize_limit_id(name), details.get("rate_limit", details), at, plan_type=plan,
+                               limit_name=name)
+    return rows
+
+
 def extract_codex_read(flow: http.HTTPFlow, rows: Rows, redact: bool) -> None:
     """``/backend-api/codex/models``, ``/backend-api/wham/*``, ``/backend-api/ps/plugins/*``: the
-    flow row (with its headers) is the record; nothing else is taken from them yet."""
+    flow row (with its headers) is the record; ``wham/usage`` adds its limits to ``rate_limits``
+    (``source = usage``)."""
+    response = flow.response
+    if response is None or response.status_code >= 400 or not flow.request.path.split("?")[0].endswith("/wham/usage"):
+        return
+    at = response.timestamp_start
+    rows["rate_limits"].extend({"flow_id": flow.id, "at": at, "source": "usage", **r}
+                               for r in rate_limits_from_usage(json_body(response, "response"), at=at))
