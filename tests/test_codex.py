@@ -381,6 +381,8 @@ def test_codex_answers_through_mitmdump(codex_session, origin):
     assert (usage.status_code, usage.error_status_code, usage.error_code) == (200, 429, "usage_limit_reached")
     assert (overloaded.error_code, overloaded.finish_reason) == ("server_is_overloaded", "failed")
     assert (http429.status_code, http429.error_code) == (429, "usage_limit_reached")
+    http429_limits = s["capture"].table("rate_limits").query("flow_id == @http429.name")
+    assert set(http429_limits.plan_type) == {"plus"}  # named by the 429's body
 
     # usage limits: what the origin says it sent, per call
     limits = s["capture"].table("rate_limits")
@@ -545,3 +547,31 @@ def test_wham_usage_limits():
     broken = make_flow("GET", "/backend-api/wham/usage", response_body=b"<html>")
     out = extract_flow(broken, source="proxy")
     assert out["rate_limits"] == [] and [e["stage"] for e in out["errors"]] == ["response"]
+
+
+def test_turn_join_hand_worked(tmp_path):
+    from analyzer.analysis.codex import turn_join
+    from analyzer.store import load_capture as load
+    from tests.capture_factory import T0, make_capture
+
+    def call(flow_id, turn, start, ttft, e2e):
+        return {"flow_id": flow_id, "endpoint": CODEX, "model": "gpt-5.6-codex", "started_at": start, "ttft_ms": ttft,
+                "e2e_ms": e2e, "codex_session_id": "s", "codex_turn_id": turn}
+
+    def event(seq, turn, duration, inference, tools):
+        return {"flow_id": "an", "sent_at": T0 + 10, "seq": seq, "event_type": "codex_turn_event", "turn_id": turn,
+                "critical_path_duration_ms": duration, "critical_path_inference_ms": inference,
+                "critical_path_tools_ms": tools}
+
+    rows = {"api_calls": [call("c1", "t1", T0, 400.0, 1000.0), call("c2", "t1", T0 + 3, 300.0, 500.0),
+                          call("c3", "t2", T0 + 5, 200.0, 800.0)],
+            "codex_analytics_events": [event(0, "t1", 4000.0, 1800.0, 1500.0), event(1, "t9", 100.0, 50.0, 0.0),
+                                       {"flow_id": "an", "sent_at": T0, "seq": 2, "event_type": "codex_thread_initialized"}]}
+    joined = turn_join(load(make_capture(tmp_path / "cap.parquet", rows))).set_index("turn_id")
+    assert list(joined.index) == ["t1", "t9"]  # turn events only; t2 has calls but no event
+    t1 = joined.loc["t1"]
+    # two calls: E2E 1000 + 500 = 1500 on the wire; the first call's TTFT; T0 to T0 + 3 s + 500 ms
+    assert (t1.n_calls, t1.wire_ttft_ms, t1.wire_inference_ms, t1.wire_span_ms) == (2, 400.0, 1500.0, 3500.0)
+    assert t1.inference_gap_ms == 1800.0 - 1500.0
+    t9 = joined.loc["t9"]
+    assert t9.n_calls == 0 and pd.isna(t9.wire_inference_ms) and pd.isna(t9.inference_gap_ms)

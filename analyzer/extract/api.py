@@ -80,6 +80,7 @@ def extract_api_call(flow: http.HTTPFlow, rows: Rows, redact: bool) -> None:
     response = flow.response
     stream = ApiStream(endpoint)
     limit_events: list[tuple[float | None, dict]] = []
+    answer = None
     if response is not None:
         call["status_code"] = response.status_code
     if response is None:
@@ -144,7 +145,17 @@ def extract_api_call(flow: http.HTTPFlow, rows: Rows, redact: bool) -> None:
     if extra:
         call["extra"] = to_json(extra, redact)
     rows["api_calls"].append(call)
-    rows["rate_limits"].extend(rate_limit_rows(flow, limit_events))
+    limits = rate_limit_rows(flow, limit_events)
+    plan = plan_of_error_body(answer) if not is_event_stream(flow) and response is not None else None
+    for row in limits:  # a 429's body names the plan its limit headers belong to
+        if plan and row["source"] == "header" and not row.get("plan_type"):
+            row["plan_type"] = plan
+    rows["rate_limits"].extend(limits)
+
+
+def plan_of_error_body(answer) -> str | None:
+    error = answer.get("error") if isinstance(answer, dict) else None
+    return str_or_none(error.get("plan_type")) if isinstance(error, dict) else None
 
 
 def _reasoning_columns(stream: ApiStream, event_rows: list[dict]) -> dict:
