@@ -213,6 +213,10 @@ def test_codex_request_headers_become_columns():
         "codex_window_id": "sess-1:0", "client_request_id": "req-1", "originator": "codex_cli_rs",
         "chatgpt_account_id": "acct-1", "codex_beta_features": "remote_compaction_v2"}
     assert json.loads(call["codex_turn_metadata"]) == meta
+    secret = codex_flow([{"type": "response.completed"}], request_headers={
+        "x-codex-turn-metadata": json.dumps({"turn_id": "t", "resume_token": "opaque-secret-value"})})
+    stored = json.loads(extract_flow(secret, source="proxy")["api_calls"][0]["codex_turn_metadata"])
+    assert stored == {"turn_id": "t", "resume_token": "[REDACTED]"}  # credential-shaped keys redacted
     odd = codex_flow([{"type": "response.completed"}], request_headers={"x-codex-turn-metadata": "not json"})
     assert extract_flow(odd, source="proxy")["api_calls"][0]["codex_turn_metadata"] == "not json"
 

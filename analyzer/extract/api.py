@@ -75,7 +75,7 @@ def extract_api_call(flow: http.HTTPFlow, rows: Rows, redact: bool) -> None:
         "request_json": to_json(body, redact),
         "n_events": 0,
         "n_text_events": 0,
-        **codex_request_columns(flow.request, body),
+        **codex_request_columns(flow.request, body, redact),
     }
     response = flow.response
     stream = ApiStream(endpoint)

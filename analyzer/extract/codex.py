@@ -10,7 +10,6 @@ limit, ``x-codex-*`` being the default limit; a ``codex.rate_limits`` event name
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Iterable, Mapping
@@ -198,7 +197,7 @@ def rate_limit_rows(flow: http.HTTPFlow, events: list[tuple[float | None, dict]]
     return rows
 
 
-def codex_request_columns(request: http.Request, body: Any = None) -> dict:
+def codex_request_columns(request: http.Request, body: Any = None, redact: bool = True) -> dict:
     """``api_calls`` columns from the Codex CLI's request headers (empty for other clients).
 
     Where a header is missing, the request body's ``client_metadata`` (the same keys, as the CLI
@@ -222,7 +221,7 @@ def codex_request_columns(request: http.Request, body: Any = None) -> dict:
             meta = parse_json(meta_text)
         except ValueError:
             meta = None
-        out["codex_turn_metadata"] = json.dumps(meta, ensure_ascii=False) if isinstance(meta, dict) else meta_text
+        out["codex_turn_metadata"] = to_json(meta, redact) if isinstance(meta, dict) else meta_text
         if isinstance(meta, dict):
             out["codex_turn_id"] = str_or_none(meta.get("turn_id"))
             out.setdefault("codex_session_id", str_or_none(meta.get("session_id")))
