@@ -320,7 +320,7 @@ def codex_session(tmp_path_factory, origin, mitm_confdir):
                     "critical_path_tools_ms": 0}}]}
             assert client.post(origin.url + "/backend-api/codex/analytics-events/events",
                                json=analytics).status_code == 200
-            mcp = {"accept": "text/event-stream, application/json", "x-origin-delays-ms": "150,80"}
+            mcp = {"accept": "text/event-stream, application/json", "x-origin-delays-ms": "150,300"}
             init = client.post(origin.url + "/backend-api/ps/mcp", headers=mcp,
                                json={"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}})
             assert init.status_code == 200 and init.json()["result"]["serverInfo"]["name"] == "origin-mcp"
@@ -352,12 +352,15 @@ def test_codex_answers_through_mitmdump(codex_session, origin):
     since = s["since"]
     calls = _calls_by_case(s, origin)
     events = s["capture"].table("stream_events")
-    # never held back: each event reached the client soon after the origin sent it
-    for name in ("reasoning", "no-deltas", "mcp"):
+    # never held back: each event reached the client soon after the origin sent it. Held back, the
+    # first event would wait for the last (~600 ms later in each of these streams); the bound
+    # leaves room for a loaded machine. (The Content-Type-less answer: tests/test_stream_passthrough.py.)
+    for name in ("reasoning", "mcp"):
         sent = _events_of(origin, since, s["rids"][name])
         assert len(sent) == len(s["times"][name])
+        assert sent[-1]["t"] - sent[0]["t"] >= 0.55
         lags = [(at - r["t"]) * 1000 for r, at in zip(sent, s["times"][name], strict=True)]
-        assert max(lags) < 100, (name, lags)
+        assert max(lags) < 300, (name, lags)
 
     for name in ("reasoning", "no-deltas"):
         call, sent = calls[name], _events_of(origin, since, s["rids"][name])
@@ -365,19 +368,29 @@ def test_codex_answers_through_mitmdump(codex_session, origin):
         assert call.response_text == "".join(r["text"] for r in sent)  # the origin's visible text, once
         assert call.n_events == len(sent)
         mine = events[events.flow_id == call.name].sort_values("seq")
-        # every event timed: the proxy's arrival at or just after the origin's send
-        assert all(-0.01 < a.timestamp() - r["t"] < 0.1 for a, r in zip(mine["at"], sent, strict=True))
+        # every event timed: the proxy's arrival before the client had it, and not before the origin
+        # sent it (the origin logs just after its hand-off, late on a loaded machine: 250 ms of room)
+        assert all(r["t"] - 0.25 < a.timestamp() < got + 0.01
+                   for a, r, got in zip(mine["at"], sent, s["times"][name], strict=True))
         assert (call.codex_session_id, call.codex_thread_id, call.originator, call.chatgpt_account_id) == (
             "sess-1", "thr-1", "codex_cli_rs", "acct-1")
     reasoning = calls["reasoning"]
     assert reasoning.codex_turn_id == "turn-1" and calls["no-deltas"].codex_turn_id == "turn-2"
     assert reasoning.reasoning_text == "**Planning** Reading the question, then answering it."
     sent = _events_of(origin, since, s["rids"]["reasoning"])
-    thought_t = [r["t"] for r in sent if r["event_kind"] == "thought"]
-    text_t = [r["t"] for r in sent if r["text"]]
-    # time from the first reasoning event to the first visible text, as the origin spaced them
-    assert reasoning.ttft_ms - reasoning.first_reasoning_ms == pytest.approx((text_t[0] - thought_t[0]) * 1000, abs=50)
-    assert reasoning.reasoning_ms == pytest.approx((thought_t[-1] - thought_t[0]) * 1000, abs=50)
+    got = s["times"]["reasoning"]
+    # (origin send, client receipt) of the first/last reasoning event and of the first text event: the
+    # proxy's arrival of each lies between the two, so the differences of arrivals are bracketed
+    thought = [(r["t"], at) for r, at in zip(sent, got, strict=True) if r["event_kind"] == "thought"]
+    text = [(r["t"], at) for r, at in zip(sent, got, strict=True) if r["text"]]
+    assert len(thought) == 3 and reasoning.n_reasoning_events == 3
+
+    def between(value_ms, first, second):  # value = arrival(second) - arrival(first); the origin logs late
+        return (second[0] - first[1]) * 1000 - 250 <= value_ms <= (second[1] - first[0]) * 1000 + 250
+
+    assert between(reasoning.ttft_ms - reasoning.first_reasoning_ms, thought[0], text[0])
+    assert between(reasoning.reasoning_ms, thought[0], thought[-1])
+    assert reasoning.reasoning_ms > 100  # the origin spaced the three reasoning deltas 80 ms apart
     assert _request_of(origin, since, s["rids"]["reasoning"])["encoding"] == "zstd"
     assert json.loads(reasoning.extra)["x-reasoning-included"] == "true"
 
@@ -417,7 +430,8 @@ def test_codex_answers_through_mitmdump(codex_session, origin):
     mcp_events = events[events.flow_id == mcp_flow.flow_id].sort_values("seq")
     assert list(mcp_events.type) == ["jsonrpc.notifications/progress"] * 2 + ["jsonrpc.result"]
     mcp_sent = _events_of(origin, since, s["rids"]["mcp"])
-    assert all(-0.01 < a.timestamp() - r["t"] < 0.1 for a, r in zip(mcp_events["at"], mcp_sent, strict=True))
+    assert all(r["t"] - 0.25 < a.timestamp() < got + 0.01
+               for a, r, got in zip(mcp_events["at"], mcp_sent, s["times"]["mcp"], strict=True))
     assert s["raw"]["mcp"] == "".join(r["data"] for r in mcp_sent).encode()  # byte-identical
     assert "codex_read" in set(flows.kind)
 
