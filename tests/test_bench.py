@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -110,14 +111,15 @@ def test_open_loop_past_capacity_shows_rising_queue_inclusive_ttft(api_capture, 
     ttft = [r["ttft_ms"] for r, _ in pairs]
     early, late = quarter_medians(ttft)
     assert late > early + 400, (early, late)
-    # Each TTFT is the server's (first token written − request in) plus the loopback trips, and no less.
-    for r, s in pairs:
-        server_ttft = (s["first_token_at"] - s["received_at"]) * 1000
-        assert server_ttft - 1.0 <= r["ttft_ms"] <= server_ttft + 30.0, (r["ttft_ms"], server_ttft)
-        assert _epoch(r["sent_at"]) <= s["received_at"] + 0.001
+    # Each TTFT is the server's (first token written − request in) plus the loopback trips, never
+    # less; typically a few ms more (the bound is loose: the machine is shared and loaded).
+    errors = [r["ttft_ms"] - (s["first_token_at"] - s["received_at"]) * 1000 for r, s in pairs]
+    assert min(errors) >= -1.0
+    assert statistics.median(errors) < 20.0, sorted(errors)
+    assert all(_epoch(r["sent_at"]) <= s["received_at"] + 0.001 for r, s in pairs)
     # With an unlimited pool the client keeps to its schedule: the rise is the server's, not ours.
     lag = summary["schedule_lag_ms"]
-    assert lag["n"] == N_CALLS and lag["p50"] < 20.0, lag
+    assert lag["n"] == N_CALLS and lag["p50"] < min(60.0, late / 5), (lag, late)
     assert summary["ttft_ms"]["p99"] > 500 and summary["ttft_ms"]["p50"] > 100
     # The intended times are the schedule's: 1/60 s apart.
     intended = [_epoch(r["intended_at"]) for r, _ in pairs]
@@ -306,3 +308,21 @@ def test_ctrl_c_keeps_what_was_done(api_capture, server, tmp_path):
     n = len(rec.table("bench_requests"))
     assert 5 <= n < N_CALLS
     assert len(rec.table("api_calls")) == n
+
+
+def test_export_trace_writes_the_workload_and_sends_nothing(web_capture, tmp_path):
+    path = tmp_path / "trace.jsonl"
+    result = CliRunner().invoke(main, ["bench", str(web_capture), "--export-trace", "mooncake", str(path)])
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    # conv-r's three turns, at T0, T0+120 s and T0+180 s, with their recorded answer lengths.
+    assert [r["timestamp"] for r in records] == [0, 120_000, 180_000]
+    assert [r["output_length"] for r in records] == [3, 5, 4]
+    assert "wrote 3 request(s) of 1 session(s) as a mooncake trace" in result.stderr
+    path = tmp_path / "aiperf.jsonl"
+    result = CliRunner().invoke(main, ["bench", str(web_capture), "--export-trace", "aiperf", str(path)])
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [r.get("delay") for r in records] == [None, 118_700, 58_900]
+    assert records[2]["messages"][-1] == {"role": "user", "content": "And of Germany?"}
+    result = CliRunner().invoke(main, ["bench", str(web_capture)])
+    assert result.exit_code == 2 and "--base-url and -o OUT are required" in result.stderr

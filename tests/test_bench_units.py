@@ -249,3 +249,38 @@ def test_bootstrap_interval_of_the_median_difference():
     spread = bootstrap_median_diff([1.0, 2.0, 3.0, 4.0, 5.0], seed=1)
     assert spread["median"] == 3.0 and 1.0 <= spread["ci95"][0] <= 3.0 <= spread["ci95"][1] <= 5.0
     assert bootstrap_median_diff([])["median"] is None
+
+
+# ---------------------------------------------------------------- trace export
+
+
+def test_block_ids_are_shared_by_equal_prefixes_only():
+    from analyzer.bench.export import BlockIds
+
+    ids = BlockIds(block_tokens=2)  # 8-character blocks
+    a = ids([{"role": "user", "content": "x" * 20}])  # "<|user|>" + 20 x = 28 chars: 4 blocks
+    b = ids([{"role": "user", "content": "x" * 20 + "yyyy"}])
+    c = ids([{"role": "user", "content": "z" + "x" * 19}])
+    assert a == [0, 1, 2, 3]
+    assert b[:3] == a[:3] and b[3] != a[3] and len(b) == 4  # same first 24 characters, then differs
+    assert c[0] == 0 and c[1] not in a  # the first block ("<|user|>") is shared, the rest is not
+
+
+def test_mooncake_and_aiperf_records_by_hand():
+    from analyzer.bench.export import export_trace
+
+    s1 = Session("s1", "web", [
+        _turn("s1", 1, T + 2.0, answer_tokens=7),
+        _turn("s1", 2, T + 12.5, think=4.25, answer_tokens=3),
+    ])
+    s2 = Session("s2", "api", [_turn("s2", 1, T + 5.0, answer_tokens=None)])
+    mooncake = [json.loads(line) for line in export_trace([s2, s1], "mooncake").splitlines()]
+    assert [(r["timestamp"], r["output_length"]) for r in mooncake] == [(0, 7), (3000, 0), (10500, 3)]
+    assert mooncake[0]["input_length"] == 1  # "q1": 2 characters, one token at 4 per token
+    assert all(r["hash_ids"] for r in mooncake) and set(mooncake[0]) == {"timestamp", "input_length", "output_length", "hash_ids"}
+    aiperf = [json.loads(line) for line in export_trace([s2, s1], "aiperf").splitlines()]
+    assert [(r["session_id"], r.get("timestamp"), r.get("delay")) for r in aiperf] == [
+        ("s1", 0, None), ("s1", None, 4250), ("s2", 3000, None)]
+    assert aiperf[1]["messages"] == [{"role": "user", "content": "q2"}] and aiperf[1]["output_length"] == 3
+    with pytest.raises(ValueError):
+        export_trace([s1], "csv")

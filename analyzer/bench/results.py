@@ -122,10 +122,14 @@ def render_text(summary: dict, *, header: str) -> str:
 
 
 class RowSink:
-    """Builds each finished request's capture rows and hands them to the writer on a thread of its own,
-    so the event loop that keeps the schedule never waits for row building or Parquet."""
+    """Builds each finished request's capture rows and hands them to the writer, off the event loop.
 
-    def __init__(self, writer) -> None:
+    While a run is on, results are only kept (appending to a list costs the loop nothing): building
+    rows and Parquet would compete with the loop for the GIL and delay sends. They are built on a
+    thread of their own when ``backlog`` results have piled up (a long run must not hold them all)
+    and at ``close``."""
+
+    def __init__(self, writer, backlog: int = 5000) -> None:
         import queue
         import sys
         import threading
@@ -136,29 +140,37 @@ class RowSink:
         import analyzer.replay.replay  # noqa: F401
         import analyzer.streams.openai_api  # noqa: F401
 
+        self.writer = writer
+        self.backlog = backlog
+        self.failed: list[str] = []
+        self._pending: list[Result] = []
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
         # The loop thread gets the GIL back within 1 ms (not the default 5 ms) while rows are built.
         self._switch = sys.getswitchinterval()
         sys.setswitchinterval(min(self._switch, 0.001))
-
-        self.writer = writer
-        self.failed: list[str] = []
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._work, name="bench-rows", daemon=True)
         self._thread.start()
 
     def put(self, result: Result) -> None:
-        self._queue.put(result)
+        self._pending.append(result)
+        if len(self._pending) >= self.backlog:
+            self._queue.put(self._pending)
+            self._pending = []
 
     def _work(self) -> None:
-        while (result := self._queue.get()) is not None:
-            try:
-                self.writer.add(capture_rows(result))
-            except Exception as exc:  # one bad row must not lose the rest of the run
-                self.failed.append(f"{result.record.flow_id}: {type(exc).__name__}: {exc}")
+        while (batch := self._queue.get()) is not None:
+            for result in batch:
+                try:
+                    self.writer.add(capture_rows(result))
+                except Exception as exc:  # one bad row must not lose the rest of the run
+                    self.failed.append(f"{result.record.flow_id}: {type(exc).__name__}: {exc}")
 
     def close(self) -> None:
         import sys
 
+        if self._pending:
+            self._queue.put(self._pending)
+            self._pending = []
         self._queue.put(None)
         self._thread.join()
         sys.setswitchinterval(self._switch)

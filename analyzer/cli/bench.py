@@ -29,12 +29,16 @@ def _epoch(text: str | None, name: str) -> float | None:
 
 @click.command("bench")
 @capture_arguments
-@click.option("--base-url", required=True, metavar="URL", help="The server's base URL, e.g. http://localhost:8000/v1.")
+@click.option("--base-url", default=None, metavar="URL",
+              help="The server's base URL, e.g. http://localhost:8000/v1 (required unless --export-trace).")
 @click.option("--model", default=None, metavar="M", help="Model to ask (default: each turn's captured model).")
 @click.option("--api-key-env", default="OPENAI_API_KEY", show_default=True, metavar="NAME",
               help="Environment variable that holds the API key (never printed, never recorded).")
-@click.option("-o", "--output", "out_capture", required=True, type=click.Path(file_okay=False), metavar="OUT",
-              help="Record the run into this capture (created or added to).")
+@click.option("-o", "--output", "out_capture", default=None, type=click.Path(file_okay=False), metavar="OUT",
+              help="Record the run into this capture (created or added to; required unless --export-trace).")
+@click.option("--export-trace", nargs=2, type=(click.Choice(["mooncake", "aiperf"]), click.Path(dir_okay=False)),
+              default=None, metavar="FORMAT FILE",
+              help="Write the workload as a mooncake or aiperf (mooncake_trace with sessions) JSONL trace; send nothing.")
 @click.option("--schedule", type=click.Choice(["timestamps", "session", "poisson", "constant", "concurrency"]),
               default="session", show_default=True, help="When requests are sent (see docs/bench.md).")
 @click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=None, help="poisson/constant: requests per second.")
@@ -74,7 +78,7 @@ def _epoch(text: str | None, name: str) -> float | None:
 def command(capture, base_url, model, api_key_env, out_capture, schedule, rate, concurrency, speed, think_scale,
             think_max, clone, jitter, max_active, duration, warmup, cooldown, seed, sample, conversation_id, since,
             until, context, hold_length, no_max_tokens, slo, lag_bound_ms, max_connections, timeout, progress,
-            fmt) -> None:
+            fmt, export_trace) -> None:
     """Replay the captures' sessions against an OpenAI-compatible server as a load test.
 
     Every conversation (web turns on their active branch) and every captured API call becomes a
@@ -93,6 +97,11 @@ def command(capture, base_url, model, api_key_env, out_capture, schedule, rate, 
     from analyzer.bench.workload import clone_sessions, load_workload, select_sessions
 
     source = ", ".join(str(p) for p in capture.paths)
+    if export_trace is None and (base_url is None or out_capture is None):
+        raise click.UsageError("--base-url and -o OUT are required (unless --export-trace FORMAT FILE)")
+    if export_trace is not None:
+        _export(capture, source, export_trace, conversation_id, since, until, sample, seed, clone, jitter)
+        return
     api_key = os.environ.get(api_key_env)
     if not api_key:
         raise click.ClickException(
@@ -140,6 +149,35 @@ def command(capture, base_url, model, api_key_env, out_capture, schedule, rate, 
         sys.exit(130)
 
 
+def _export(capture, source, export_trace, conversation_id, since, until, sample, seed, clone, jitter) -> None:
+    from analyzer.bench.export import export_trace as render
+    from analyzer.bench.workload import clone_sessions, load_workload, select_sessions
+    from analyzer.cli.options import write_output
+
+    fmt, path = export_trace
+    sessions = select_sessions(load_workload(capture), conversation=conversation_id, since=_epoch(since, "--since"),
+                               until=_epoch(until, "--until"), sample=sample, seed=seed)
+    if not sessions:
+        raise click.ClickException(f"{source}: no conversation turn or API call to export")
+    copies = clone_sessions(sessions, clone, jitter, seed)
+    for session, shift in copies:  # a copy is a deep copy: moving its times leaves the original alone
+        for turn in session.turns if shift else ():
+            turn.sent_at = None if turn.sent_at is None else turn.sent_at + shift
+    sessions = [s for s, _ in copies]
+    write_output(render(sessions, fmt), path)
+    n = sum(len(s.turns) for s in sessions)
+    click.echo(f"wrote {n} request(s) of {len(sessions)} session(s) as a {fmt} trace to {path}", err=True)
+
+
+def _loop_factory():
+    """uvloop's event loop where it is installed (it sends and parses more per core), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
 def _run(workload, knobs, *, base_url, api_key, model, context, hold_length, max_tokens, slos, lag_bound_ms,
          max_connections, timeout, out_capture, captured, argv, n_turns, show_progress) -> tuple[dict, bool]:
     from analyzer.bench.loadgen import Clock, LoadGenerator
@@ -175,7 +213,8 @@ def _run(workload, knobs, *, base_url, api_key, model, context, hold_length, max
     try:
         if bar is not None:
             bar.__enter__()
-        asyncio.run(main())
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            runner.run(main())
     except KeyboardInterrupt:
         interrupted = True
     finally:
