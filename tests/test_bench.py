@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import statistics
 import subprocess
@@ -214,6 +215,13 @@ def test_live_context_sends_the_servers_answers(web_capture, server, tmp_path):
     assert code == 0, stdout
     bodies = [r["body"] for r in server.requests]
     assert bodies[1]["messages"][1] == {"role": "assistant", "content": " t0 t1 t2"}
+    # Context drift, by hand: turn 2 sends "What is the capital of France?" (30) + " t0 t1 t2" (9) +
+    # "And of Italy?" (13) = 52 characters where the capture had 30 + "Paris." (6) + 13 = 49.
+    rows = requests_table(out)
+    assert len(rows) == 3
+    summary_drift = json.loads(load_capture(out).table("bench_runs")["summary"].iloc[0])["context_drift_pct"]
+    assert summary_drift["n"] == 3 and summary_drift["min"] == 0.0  # turn 1 has no history
+    assert (52 - 49) / 49 * 100 in [pytest.approx(v) for v in (summary_drift["p50"], summary_drift["max"])]
     assert bodies[0]["min_tokens"] == 3 and bodies[0]["ignore_eos"] is True
 
 
@@ -326,3 +334,14 @@ def test_export_trace_writes_the_workload_and_sends_nothing(web_capture, tmp_pat
     assert records[2]["messages"][-1] == {"role": "user", "content": "And of Germany?"}
     result = CliRunner().invoke(main, ["bench", str(web_capture)])
     assert result.exit_code == 2 and "--base-url and -o OUT are required" in result.stderr
+
+
+def test_html_page_is_static(web_capture, server, tmp_path):
+    out = tmp_path / "html.parquet"
+    code, page, _ = bench(web_capture, server.url("queue"), out, "--schedule", "session", "--speed", "1000",
+                          "--model", "m", "--format", "html")
+    assert code == 0
+    assert page.startswith("<!doctype html>") and page.count("<svg") == 4  # over time, in flight, 2 CDFs
+    assert "<script" not in page
+    assert not re.search(r'(src|href)="?(https?:|//)', page)  # nothing a browser would fetch
+    assert "captured" in page and "ttft_from_intended_ms" in page

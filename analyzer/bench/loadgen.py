@@ -48,6 +48,7 @@ class RequestSpec:
     max_tokens: int | None = None
     hold_length: bool = False  # also min_tokens = max_tokens and ignore_eos (vLLM, SGLang, TGI take them)
     context_tokens: int | None = None
+    captured_context_chars: int | None = None
 
 
 @dataclass
@@ -152,7 +153,9 @@ class LoadGenerator:
         assert self.session is not None
         rec = RequestRecord(run_id=self.run_id, flow_id=str(uuid.uuid4()), session_id=spec.session_id,
                             turn_index=spec.turn_index, intended_at=spec.intended_at,
-                            context_tokens=spec.context_tokens)
+                            context_tokens=spec.context_tokens,
+                            context_chars=sum(len(m.get("content") or "") for m in spec.messages),
+                            captured_context_chars=spec.captured_context_chars)
         body = request_body(spec)
         result = Result(rec, url=self.url, body=body)
         sent: list[float] = []

@@ -49,6 +49,8 @@ class RequestRecord:
     error_kind: str | None = None  # http_429 | http_5xx | http_4xx | cut | network | timeout | interrupted
     phase: str = "steady"
     answer_text: str = ""
+    context_chars: int | None = None  # characters of the context sent
+    captured_context_chars: int | None = None  # ... and of the captured context of the same turn
 
     @property
     def ok(self) -> bool:
@@ -282,6 +284,8 @@ def summarize(records: Sequence[RequestRecord], *, slo: dict[str, float] | None 
             by_ctx.setdefault(bucket, []).append(r)
     order = [name for _, _, name in CONTEXT_BUCKETS]
     degraded = lag_degraded(lags, lag_bound_ms)
+    drift = [100.0 * (r.context_chars - r.captured_context_chars) / r.captured_context_chars for r in steady
+             if r.context_chars is not None and r.captured_context_chars]
     start = started_at if started_at is not None else min((r.intended_at for r in records), default=0.0)
     return {
         "degraded": degraded,
@@ -317,6 +321,8 @@ def summarize(records: Sequence[RequestRecord], *, slo: dict[str, float] | None 
         "by_turn_index": {str(k): _latency_block(v) for k, v in sorted(by_turn.items())},
         "by_context_tokens": {k: _latency_block(by_ctx[k]) for k in order if k in by_ctx},
         "versus_capture": versus_capture(ok, captured) if captured else None,
+        # How far the contexts sent (with --context live: the server's own answers) are from the captured ones.
+        "context_drift_pct": stats(drift),
         "time_series": time_series(records, start),
     }
 

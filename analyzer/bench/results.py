@@ -111,6 +111,10 @@ def render_text(summary: dict, *, header: str) -> str:
         lines.append("by turn index: " + "; ".join(
             f"#{k}: n={v['n']} ttft p50 {_ms(v['ttft_ms']['p50'])}, e2e p50 {_ms(v['e2e_ms']['p50'])}"
             for k, v in list(summary["by_turn_index"].items())[:12]))
+    drift = summary.get("context_drift_pct") or {}
+    if drift.get("n") and (drift.get("max") or drift.get("min")):
+        lines.append(f"context drift from the capture (% of its characters): p50 {drift['p50']:+.1f}, "
+                     f"min {drift['min']:+.1f}, max {drift['max']:+.1f} (n={drift['n']})")
     vs = summary.get("versus_capture")
     if vs and vs["turns"]:
         parts = []

@@ -8,6 +8,7 @@ rows and move a progress bar).
 from __future__ import annotations
 
 import asyncio
+import math
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 from analyzer.bench.loadgen import LoadGenerator, RequestSpec, Result
 from analyzer.bench.metrics import RequestRecord
 from analyzer.bench.schedule import OPEN_LOOP, Knobs, open_loop_plan, phase, session_starts, think_time_s
-from analyzer.bench.workload import BenchTurn, Session
+from analyzer.bench.workload import CHARS_PER_TOKEN, BenchTurn, Session
 
 LEAD_S = 0.05  # the run's clock starts this far after set-up, so the first request is not born late
 
@@ -48,12 +49,13 @@ class Run:
     _last_planned: float | None = None
 
     def _spec(self, turn: BenchTurn, intended_at: float, messages: list[dict]) -> RequestSpec:
-        context_tokens = turn.context_tokens_estimate
+        # The estimate for what is sent (with --context live, not the captured context).
+        context_tokens = math.ceil(sum(len(m.get("content") or "") for m in messages) / CHARS_PER_TOKEN)
         return RequestSpec(
             session_id=turn.session_id, turn_index=turn.turn_index, messages=messages,
             model=self.model or turn.model or "default", intended_at=intended_at,
             max_tokens=turn.answer_tokens if self.max_tokens else None, hold_length=self.hold_length,
-            context_tokens=context_tokens,
+            context_tokens=context_tokens, captured_context_chars=turn.context_chars,
         )
 
     async def _send(self, spec: RequestSpec) -> Result:

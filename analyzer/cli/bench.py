@@ -74,7 +74,7 @@ def _epoch(text: str | None, name: str) -> float | None:
               help="Connection pool size (0: unlimited). A full pool delays sends: that shows as lag.")
 @click.option("--timeout", type=click.FloatRange(min=1), default=600.0, show_default=True, help="Seconds per request.")
 @click.option("--progress/--no-progress", default=None, help="A progress bar on stderr (default: when it is a terminal).")
-@format_option(["text", "json"])
+@format_option(["text", "json", "html"])
 def command(capture, base_url, model, api_key_env, out_capture, schedule, rate, concurrency, speed, think_scale,
             think_max, clone, jitter, max_active, duration, warmup, cooldown, seed, sample, conversation_id, since,
             until, context, hold_length, no_max_tokens, slo, lag_bound_ms, max_connections, timeout, progress,
@@ -130,7 +130,7 @@ def command(capture, base_url, model, api_key_env, out_capture, schedule, rate, 
         f"--{k.replace('_', '-')}={v}" for k, v in sorted(ctx.params.items()) if v not in (None, False) and k != "capture_paths"
     ]
     show_progress = sys.stderr.isatty() if progress is None else progress
-    summary, interrupted = _run(
+    summary, interrupted, records, started_at = _run(
         workload, knobs, base_url=base_url, api_key=api_key, model=model, context=context, hold_length=hold_length,
         max_tokens=not no_max_tokens, slos=slos, lag_bound_ms=lag_bound_ms, max_connections=max_connections,
         timeout=timeout, out_capture=out_capture, captured=captured, argv=argv, n_turns=n_turns,
@@ -138,6 +138,11 @@ def command(capture, base_url, model, api_key_env, out_capture, schedule, rate, 
     )
     if fmt == "json":
         click.echo(json.dumps(summary, indent=2, ensure_ascii=False, default=str))
+    elif fmt == "html":
+        from analyzer.bench.html import render_html
+
+        title = f"analyze bench: {len(sessions)} session(s) against {base_url}, schedule {schedule}"
+        click.echo(render_html(summary, records, captured, title=title, started_at=started_at), nl=False)
     else:
         from analyzer.bench.results import render_text
 
@@ -179,7 +184,7 @@ def _loop_factory():
 
 
 def _run(workload, knobs, *, base_url, api_key, model, context, hold_length, max_tokens, slos, lag_bound_ms,
-         max_connections, timeout, out_capture, captured, argv, n_turns, show_progress) -> tuple[dict, bool]:
+         max_connections, timeout, out_capture, captured, argv, n_turns, show_progress) -> tuple[dict, bool, list, float]:
     from analyzer.bench.loadgen import Clock, LoadGenerator
     from analyzer.bench.metrics import summarize
     from analyzer.bench.results import RowSink, request_row, run_row
@@ -235,4 +240,4 @@ def _run(workload, knobs, *, base_url, api_key, model, context, hold_length, max
                                    n_requests=len(records), summary=summary, interrupted=interrupted)],
         })
         writer.close()
-    return summary, interrupted
+    return summary, interrupted, records, run.started_at
