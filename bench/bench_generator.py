@@ -85,6 +85,7 @@ def serve(port: int) -> None:
     app.router.add_post("/v1/chat/completions", completions)
     app.router.add_get("/v1/models", models)
     app.router.add_get("/log", get_log)
+    app.router.add_get("/health", models)  # GuideLLM checks it before a run
     web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None, backlog=4096)
 
 
@@ -136,6 +137,27 @@ def joined(out: Path, log: dict[str, dict]):
     return req, [(r, log.get(r["response_id"])) for r in req.to_dict("records")]
 
 
+def run_guidellm(guidellm: str, port: int, rate: float, n: int, tmp: Path, log_port: int) -> dict:
+    """GuideLLM at the same constant rate against the same server: its lag (request_start −
+    targeted_start), its TTFT, and its TTFT error against the server's log (joined on the response id)."""
+    prompts = tmp / "guidellm-prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": f"q{k}"}) + "\n" for k in range(n)))
+    out = tmp / f"guidellm-{rate:g}.json"
+    cmd = [guidellm, "run", "--backend", f"kind=openai_http,target=http://127.0.0.1:{port},model=tokens=8",
+           "--profile", f"kind=constant,rate={rate:g}", "--data", f"kind=json_file,path={prompts}",
+           "--constraint", f"kind=max_requests,count={n}", "--output", f"kind=json,path={out}", "--disable-progress",
+           "--disable-console"]
+    subprocess.run(cmd, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=900,
+                   check=True)
+    log = fetch_log(log_port)
+    reqs = json.loads(out.read_text())["benchmarks"][0]["requests"]["successful"]
+    lag = [(r["info"]["timings"]["request_start"] - r["info"]["timings"]["targeted_start"]) * 1000 for r in reqs]
+    ttft = [r["time_to_first_token_ms"] for r in reqs if r["time_to_first_token_ms"] is not None]
+    err = [r["time_to_first_token_ms"] - (log[r["response_id"]]["first_token_at"] - log[r["response_id"]]["received_at"]) * 1000
+           for r in reqs if r.get("response_id") in log and r["time_to_first_token_ms"] is not None]
+    return {"n": len(reqs), "lag": lag, "ttft": ttft, "err": err}
+
+
 def pct(values, q):
     import numpy as np
 
@@ -148,6 +170,9 @@ def main() -> None:
     ap.add_argument("--streams", default="100,250,500")
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--guidellm", default=None, metavar="PATH",
+                    help="GuideLLM's executable (installed in a venv of its own): run it at the same rates")
+    ap.add_argument("--only-guidellm", action="store_true", help="skip analyze bench's own runs")
     args = ap.parse_args()
     import socket
 
@@ -166,6 +191,16 @@ def main() -> None:
                 time.sleep(0.1)
         tmp = Path(tempfile.mkdtemp(prefix="bench-generator-"))
         print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start")
+        if args.guidellm:
+            print("\n## GuideLLM at the same rates (instant server, 8 tokens per answer, profile constant)")
+            print("| rate /s | requests | lag p50 ms | lag p99 ms | TTFT p50 ms | TTFT p99 ms | TTFT err p50 ms | TTFT err p99 ms |")
+            print("|---|---|---|---|---|---|---|---|")
+            for rate in [float(r) for r in args.rates.split(",")]:
+                g = run_guidellm(args.guidellm, port, rate, int(rate * args.seconds), tmp, port)
+                print(f"| {rate:g} | {g['n']} | {pct(g['lag'], 50):.2f} | {pct(g['lag'], 99):.2f} | {pct(g['ttft'], 50):.2f} "
+                      f"| {pct(g['ttft'], 99):.2f} | {pct(g['err'], 50):.2f} | {pct(g['err'], 99):.2f} |")
+            if args.only_guidellm:
+                return
         print("\n## rate (instant server, 8 tokens per answer, --schedule constant)")
         print("| rate /s | requests | lag p50 ms | lag p99 ms | TTFT err p50 ms | TTFT err p99 ms | ok "
               "| client CPU ms/request |")

@@ -345,3 +345,17 @@ def test_html_page_is_static(web_capture, server, tmp_path):
     assert "<script" not in page
     assert not re.search(r'(src|href)="?(https?:|//)', page)  # nothing a browser would fetch
     assert "captured" in page and "ttft_from_intended_ms" in page
+
+
+def test_max_active_caps_the_sessions_at_once(api_capture, server, tmp_path):
+    out = tmp_path / "active.parquet"
+    # Sessions meant 10 ms apart (1 s ÷ 100), each answer 80 ms: one at a time, so later ones start late.
+    code, stdout, _ = bench(api_capture, server.url("queue"), out, "--schedule", "session", "--speed", "100",
+                            "--max-active", "1", "--sample", "10", "--format", "json")
+    assert code == 0, stdout
+    rows = requests_table(out)
+    spans = sorted(zip((_epoch(t) for t in rows["sent_at"]), (_epoch(t) for t in rows["ended_at"]), strict=True))
+    assert all(nxt[0] >= prev[1] for prev, nxt in zip(spans, spans[1:], strict=False))  # never two at once
+    assert max(e["in_service"] for e in server.send_log) == 1
+    lags = list(rows["schedule_lag_ms"])
+    assert lags[-1] > lags[0] + 300  # the wait for a slot is schedule lag

@@ -284,3 +284,10 @@ def test_mooncake_and_aiperf_records_by_hand():
     assert aiperf[1]["messages"] == [{"role": "user", "content": "q2"}] and aiperf[1]["output_length"] == 3
     with pytest.raises(ValueError):
         export_trace([s1], "csv")
+
+
+def test_credentials_in_the_base_url_are_not_recorded():
+    from analyzer.cli.bench import _without_userinfo
+
+    assert _without_userinfo("http://user:pw@127.0.0.1:8000/v1") == "http://127.0.0.1:8000/v1"
+    assert _without_userinfo("https://api.example/v1") == "https://api.example/v1"

@@ -165,6 +165,7 @@ class LoadGenerator:
         finished = False
         usage = None
         clock = self.clock
+        asked_at = clock.now()
         try:
             async with self.session.post(self.url, json=body, headers=self._headers) as resp:
                 rec.headers_at = clock.now()
@@ -228,6 +229,10 @@ class LoadGenerator:
             _SENT.reset(token)
             if rec.sent_at is None and sent:
                 rec.sent_at = self._epoch(sent[-1])
+            if rec.sent_at is None and rec.status_code is not None:
+                # An answer without the hook's report (an aiohttp that stopped calling it): the moment
+                # the client was asked is the best we know.
+                rec.sent_at = asked_at
             if usage:
                 rec.output_tokens = usage.get("completion_tokens")
                 rec.prompt_tokens = usage.get("prompt_tokens")

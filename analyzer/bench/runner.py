@@ -125,6 +125,8 @@ class Run:
         intended = first_at
         earlier: list[tuple[BenchTurn, str | None]] = []
         if gate is not None:
+            # Wait for the start first: a session meant for later must not hold a slot while it sleeps.
+            await self._sleep_until(first_at)
             await gate.acquire()
         try:
             for index, turn in enumerate(session.turns):

@@ -125,9 +125,11 @@ def command(capture, base_url, model, api_key_env, out_capture, schedule, rate, 
     workload = clone_sessions(sessions, clone, jitter, seed)
     n_turns = sum(len(s.turns) for s, _ in workload)
     captured = {(s.session_id, t.turn_index): t.captured for s in sessions for t in s.turns}
+    base_url_shown = _without_userinfo(base_url)
     ctx = click.get_current_context()
     argv = ["analyze", "bench", *map(str, capture.paths)] + [
-        f"--{k.replace('_', '-')}={v}" for k, v in sorted(ctx.params.items()) if v not in (None, False) and k != "capture_paths"
+        f"--{k.replace('_', '-')}={base_url_shown if k == 'base_url' else v}"
+        for k, v in sorted(ctx.params.items()) if v not in (None, False) and k != "capture_paths"
     ]
     show_progress = sys.stderr.isatty() if progress is None else progress
     summary, interrupted, records, started_at = _run(
@@ -141,12 +143,12 @@ def command(capture, base_url, model, api_key_env, out_capture, schedule, rate, 
     elif fmt == "html":
         from analyzer.bench.html import render_html
 
-        title = f"analyze bench: {len(sessions)} session(s) against {base_url}, schedule {schedule}"
+        title = f"analyze bench: {len(sessions)} session(s) against {base_url_shown}, schedule {schedule}"
         click.echo(render_html(summary, records, captured, title=title, started_at=started_at), nl=False)
     else:
         from analyzer.bench.results import render_text
 
-        header = (f"bench of {len(sessions)} session(s) × {clone} ({n_turns} turn(s)) against {base_url}, "
+        header = (f"bench of {len(sessions)} session(s) × {clone} ({n_turns} turn(s)) against {base_url_shown}, "
                   f"schedule {schedule}")
         click.echo(render_text(summary, header=header), nl=False)
         click.echo(f"recorded into {out_capture}" + (" (interrupted: partial)" if interrupted else ""))
@@ -172,6 +174,18 @@ def _export(capture, source, export_trace, conversation_id, since, until, sample
     write_output(render(sessions, fmt), path)
     n = sum(len(s.turns) for s in sessions)
     click.echo(f"wrote {n} request(s) of {len(sessions)} session(s) as a {fmt} trace to {path}", err=True)
+
+
+def _without_userinfo(url: str) -> str:
+    """``url`` without a ``user:password@`` part: credentials in a URL are not recorded either."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = host + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _loop_factory():
@@ -236,7 +250,7 @@ def _run(workload, knobs, *, base_url, api_key, model, context, hold_length, max
         writer.add({
             "bench_requests": [request_row(r, slos) for r in records],
             "bench_runs": [run_row(run_id=run_id, started_at=started, ended_at=time.time(), command=argv,
-                                   base_url=base_url, knobs=knobs.to_dict(), models=models,
+                                   base_url=_without_userinfo(base_url), knobs=knobs.to_dict(), models=models,
                                    n_requests=len(records), summary=summary, interrupted=interrupted)],
         })
         writer.close()
