@@ -326,7 +326,7 @@ def test_export_trace_writes_the_workload_and_sends_nothing(web_capture, tmp_pat
     # conv-r's three turns, at T0, T0+120 s and T0+180 s, with their recorded answer lengths.
     assert [r["timestamp"] for r in records] == [0, 120_000, 180_000]
     assert [r["output_length"] for r in records] == [3, 5, 4]
-    assert "wrote 3 request(s) of 1 session(s) as a mooncake trace" in result.stderr
+    assert "wrote 3 request(s) of 1 session(s) as a trace in mooncake format" in result.stderr
     path = tmp_path / "aiperf.jsonl"
     result = CliRunner().invoke(main, ["bench", str(web_capture), "--export-trace", "aiperf", str(path)])
     records = [json.loads(line) for line in path.read_text().splitlines()]
@@ -359,3 +359,19 @@ def test_max_active_caps_the_sessions_at_once(api_capture, server, tmp_path):
     assert max(e["in_service"] for e in server.send_log) == 1
     lags = list(rows["schedule_lag_ms"])
     assert lags[-1] > lags[0] + 300  # the wait for a slot is schedule lag
+
+
+def test_captures_older_than_the_bench_tables_still_read(web_capture, tmp_path):
+    import shutil
+
+    from analyzer.store import CaptureError
+
+    old = tmp_path / "old.parquet"
+    shutil.copytree(web_capture, old)
+    shutil.rmtree(old / "bench_runs")
+    shutil.rmtree(old / "bench_requests")
+    rec = load_capture(old)  # written before these tables existed: they read as empty
+    assert rec.table("bench_requests").empty and len(rec.table("conversation_turns")) == 4
+    shutil.rmtree(old / "messages")  # an original table missing is still damage
+    with pytest.raises(CaptureError, match="missing table.*messages"):
+        load_capture(old)

@@ -173,7 +173,7 @@ def _export(capture, source, export_trace, conversation_id, since, until, sample
     sessions = [s for s, _ in copies]
     write_output(render(sessions, fmt), path)
     n = sum(len(s.turns) for s in sessions)
-    click.echo(f"wrote {n} request(s) of {len(sessions)} session(s) as a {fmt} trace to {path}", err=True)
+    click.echo(f"wrote {n} request(s) of {len(sessions)} session(s) as a trace in {fmt} format to {path}", err=True)
 
 
 def _without_userinfo(url: str) -> str:
