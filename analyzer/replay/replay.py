@@ -279,7 +279,9 @@ def attempt_rows(attempt: Attempt, *, redact: bool = True) -> tuple[dict[str, li
 
 # The attempt whose request is being sent (the httpx hook below runs in the task that sends it).
 _SENDING: contextvars.ContextVar[Attempt | None] = contextvars.ContextVar("chatwire_replay_sending", default=None)
-_BODY_WRITTEN = ("http11.send_request_body.complete", "http2.send_request_body.complete")
+# The request's first bytes are about to be written (after the connection is made): a trace event
+# that completes after the write could come after the server already has the request.
+_WRITING = ("http11.send_request_headers.started", "http2.send_request_headers.started")
 
 
 async def _note_bytes_written(request) -> None:
@@ -289,7 +291,7 @@ async def _note_bytes_written(request) -> None:
         return
 
     async def trace(name: str, info: dict) -> None:
-        if name in _BODY_WRITTEN:
+        if name in _WRITING:
             attempt.written_at = time.time()
 
     request.extensions["trace"] = trace
