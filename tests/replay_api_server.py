@@ -9,6 +9,15 @@ The first path segment picks the behaviour (the rest is the usual ``/v1/chat/com
   the next one is served like ``/ok``.
 - ``/drop/v1``: sends ``drop_after`` content chunks, then cuts the connection mid-stream.
 - ``/bad/v1``: ``400`` (must not be retried).
+- ``/queue/v1``: a serving engine's queue model, so that overload is real: ``slots`` requests are
+  served at once, the others wait in arrival order; a served request streams ``max_tokens`` tokens
+  (``queue_tokens`` without it), one every ``per_token_ms`` from the moment it got its slot.
+
+``GET /<behaviour>/v1/models`` lists one model. Every answered request also gets a row in
+``server.send_log``: ``received_at`` (the handler started: the request's headers were in),
+``slot_at`` (it began to be served), ``first_token_at`` (its first content chunk was handed to the
+socket), ``ended_at``, ``n_tokens`` and ``in_service`` (requests being served at ``slot_at``, itself
+included): the server's own account, for tests to check the client's timing against.
 
 Every request is kept in ``server.requests`` (path, JSON body, headers, arrival time) and every
 served chunk's intended send time in ``server.schedules`` so tests can compare recorded timings
@@ -37,9 +46,15 @@ class ApiTestServer:
     gap_ms: float = 40.0
     drop_after: int = 2
     retry_after_ms: int = 300
+    slots: int = 2
+    per_token_ms: float = 10.0
+    queue_tokens: int = 8
     requests: list[dict] = field(default_factory=list)
+    send_log: list[dict] = field(default_factory=list)
     schedules: dict[str, list[float]] = field(default_factory=dict)  # response id -> send offsets (ms)
     _limited: set[str] = field(default_factory=set)
+    _slots: asyncio.Semaphore | None = None
+    _in_service: int = 0
     base_url: str = ""
     _loop: asyncio.AbstractEventLoop | None = None
     _runner: web.AppRunner | None = None
@@ -51,6 +66,7 @@ class ApiTestServer:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         loop = asyncio.get_running_loop()
         t0 = loop.time()
+        received_at = time.time()
         behaviour = request.match_info["behaviour"]
         body = await request.json()
         self.requests.append({"behaviour": behaviour, "body": body, "headers": dict(request.headers), "at": time.time()})
@@ -79,20 +95,58 @@ class ApiTestServer:
         await response.prepare(request)
         schedule: list[float] = []
         self.schedules[response_id] = schedule
+        log = {"response_id": response_id, "behaviour": behaviour, "received_at": received_at, "slot_at": None,
+               "first_token_at": None, "ended_at": None, "n_tokens": 0, "in_service": None}
+        self.send_log.append(log)
 
-        async def at(offset_ms: float, data: bytes) -> None:
-            delay = t0 + offset_ms / 1000 - loop.time()
+        async def at(offset_ms: float, data: bytes, base: float | None = None) -> None:
+            delay = (t0 if base is None else base) + offset_ms / 1000 - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
             schedule.append(offset_ms)
+            if log["first_token_at"] is None and b'"content": "' in data and b'"content": ""' not in data:
+                log["first_token_at"] = time.time()
             await response.write(data)
 
         try:
-            if await self._stream(at, chunk, request, words, include_usage, body):
+            if behaviour == "queue":
+                await self._queued(at, chunk, body, include_usage, log)
                 await response.write_eof()
+            else:
+                if log["slot_at"] is None:
+                    log["slot_at"] = received_at
+                if await self._stream(at, chunk, request, words, include_usage, body):
+                    await response.write_eof()
         except ConnectionResetError:  # the client went away (a test interrupting it)
             pass
+        log["ended_at"] = time.time()
         return response
+
+    async def _queued(self, at, chunk, body, include_usage, log) -> None:
+        """Wait for one of ``slots``, then one token every ``per_token_ms`` from the slot's start."""
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.slots)
+        n = int(body.get("max_tokens") or self.queue_tokens)
+        async with self._slots:
+            self._in_service += 1
+            try:
+                base = asyncio.get_running_loop().time()
+                log["slot_at"] = time.time()
+                log["in_service"] = self._in_service
+                await at(0, chunk({"role": "assistant", "content": ""}), base)
+                for k in range(n):
+                    await at((k + 1) * self.per_token_ms, chunk({"content": f" t{k}"}), base)
+                    log["n_tokens"] = k + 1
+                end = n * self.per_token_ms
+                await at(end, chunk({}, finish="length" if body.get("max_tokens") else "stop"), base)
+                if include_usage:
+                    usage = {"prompt_tokens": sum(len(m["content"].split()) for m in body["messages"]),
+                             "completion_tokens": n}
+                    usage["total_tokens"] = usage["prompt_tokens"] + n
+                    await at(end, chunk({}, usage=usage, choices=False), base)
+                await at(end, b"data: [DONE]\n\n", base)
+            finally:
+                self._in_service -= 1
 
     async def _stream(self, at, chunk, request, words, include_usage, body) -> bool:
         """Send the answer on its schedule; False when the connection was cut on purpose."""
@@ -112,9 +166,13 @@ class ApiTestServer:
         await at(end, b"data: [DONE]\n\n")
         return True
 
+    async def _models(self, request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": "test-model", "object": "model"}]})
+
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/{behaviour}/v1/chat/completions", self._handle)
+        app.router.add_get("/{behaviour}/v1/models", self._models)
         return app
 
     def start(self) -> ApiTestServer:

@@ -279,3 +279,35 @@ def test_answer_metrics():
     assert itl == 40 and tps == pytest.approx(1000 / ((260 - 100) / 3))
     assert answer_metrics([100], tokens=5) == (None, None)
     assert Side(text="abc").chars == 3
+
+
+# ---------------------------------------------------------------- timing from the written request
+
+
+def test_first_turn_ttft_is_counted_from_the_written_request(capture, tmp_path):
+    """The ``openai`` client's first-call set-up (building the client's request, the connection) is not
+    the server's time: TTFT counts from the moment the request's bytes were written. Oracle: the test
+    server's own send log (when its handler got the request, when it wrote the first token)."""
+    server = ApiTestServer(ttft_ms=TTFT_MS, gap_ms=GAP_MS).start()  # a fresh server: a first call, cold
+    try:
+        out = tmp_path / "timing.parquet"
+        code, stdout, _ = replay(capture, server.url("ok"), "--context", "live", out=out)
+        assert code == 0, stdout
+        calls = load_capture(out).table("api_calls").sort_values("started_at")
+        log = sorted(server.send_log, key=lambda e: e["received_at"])
+        assert len(calls) == len(log) == 3
+        errors = []
+        for call, served in zip(calls.to_dict("records"), log, strict=True):
+            sent = call["started_at"].timestamp()
+            # Written before the server's handler had it, and not long before (same machine).
+            assert sent <= served["received_at"] + 0.001
+            assert served["received_at"] - sent < 0.035
+            server_ttft = (served["first_token_at"] - served["received_at"]) * 1000.0
+            errors.append(call["ttft_ms"] - server_ttft)
+        # The client's TTFT is the server's plus two one-way trips on the loopback, never less; the
+        # first turn too: well under the 50-150 ms the client's set-up used to add to it (the bound
+        # is loose because the machine is shared).
+        assert min(errors) >= -1.0
+        assert errors[0] < 35.0 and sorted(errors)[1] < 20.0, errors
+    finally:
+        server.stop()

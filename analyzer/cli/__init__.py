@@ -12,7 +12,8 @@ import logging
 import click
 
 # Module name under analyzer.cli -> the command it provides, in the order `--help` lists them.
-COMMAND_MODULES = ("summary", "report", "conversations", "privacy", "importer", "serve", "replay", "compact")
+COMMAND_MODULES = ("summary", "report", "conversations", "privacy", "importer", "serve", "replay", "bench",
+                   "compact")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -47,11 +47,9 @@ def command(capture, conversation_id: str, base_url: str, model: str | None, api
         OPENAI_API_KEY=… analyze replay captures/sample.parquet --conversation 6790a1b2 \\
             --base-url https://api.openai.com/v1 --model gpt-4o-mini -o captures/replay.parquet
     """
-    import openai
-
     from analyzer.analysis.conversations import ConversationNotFound, build_conversation
     from analyzer.replay.compare import render_table, to_json
-    from analyzer.replay.replay import Replayer, plan_turns, web_sides
+    from analyzer.replay.replay import Replayer, make_client, plan_turns, web_sides
     from analyzer.store import CaptureWriter
 
     source = capture.paths[0]
@@ -72,7 +70,7 @@ def command(capture, conversation_id: str, base_url: str, model: str | None, api
         click.echo("note: --context live sends turns one after the other; --concurrency ignored", err=True)
 
     writer = CaptureWriter(out_capture, flush_ms=1000) if out_capture else None
-    client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=timeout)
+    client = make_client(base_url, api_key, timeout=timeout)
     replayer = Replayer(client, writer=writer, model=model, retries=retries)
     interrupted = False
     try:

@@ -18,6 +18,7 @@ recorded as their JSON body only and response headers go through ``analyzer.reda
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import email.utils
 import json
 import logging
@@ -94,17 +95,21 @@ def live_messages(plan: TurnPlan, previous: list[tuple[TurnPlan, str | None]]) -
     return messages
 
 
-def web_sides(capture: Capture, conv) -> dict[str, Side]:
+def web_sides(capture: Capture, conv, frames: dict | None = None) -> dict[str, Side]:
     """The web app's answer to each user message of ``conv``: timing from ``analyzer.analysis.latency``
-    (TTFT, TPOT, tokens; ITL from its gaps), text from the answer's message."""
+    (TTFT, TPOT, tokens; ITL from its gaps), text from the answer's message. ``frames`` may hold the
+    capture's ``turn_latency`` (``latency``) and ``itl_gaps`` (``gaps``), to compute them once for many
+    conversations."""
     from analyzer.analysis.latency import itl_gaps, turn_latency
 
     turns = capture.table("conversation_turns")
     turns = turns[(turns["conversation_id"] == conv.conversation_id) & turns["user_message_id"].notna()]
     if turns.empty:
         return {}
-    lat = turn_latency(capture).drop_duplicates("flow_id").set_index("flow_id")
-    gaps = itl_gaps(capture)
+    frames = frames or {}
+    lat = frames["latency"] if "latency" in frames else turn_latency(capture)
+    lat = lat.drop_duplicates("flow_id").set_index("flow_id")
+    gaps = frames["gaps"] if "gaps" in frames else itl_gaps(capture)
     itl = gaps[gaps["flow_id"].isin(set(turns["flow_id"]))].groupby("flow_id", observed=True)["itl_ms"].median()
     out: dict[str, Side] = {}
     for row in turns.sort_values("started_at").to_dict("records"):
@@ -201,6 +206,7 @@ class Attempt:
     response_headers: list[tuple[str, str]] = field(default_factory=list)
     http_version: str | None = None
     url: str = ""
+    written_at: float | None = None  # when the request's bytes were written (set by make_client's hook)
 
 
 def attempt_rows(attempt: Attempt, *, redact: bool = True) -> tuple[dict[str, list[dict]], Side]:
@@ -271,6 +277,35 @@ def attempt_rows(attempt: Attempt, *, redact: bool = True) -> tuple[dict[str, li
 
 # ---------------------------------------------------------------- the calls
 
+# The attempt whose request is being sent (the httpx hook below runs in the task that sends it).
+_SENDING: contextvars.ContextVar[Attempt | None] = contextvars.ContextVar("chatwire_replay_sending", default=None)
+# The request's first bytes are about to be written (after the connection is made): a trace event
+# that completes after the write could come after the server already has the request.
+_WRITING = ("http11.send_request_headers.started", "http2.send_request_headers.started")
+
+
+async def _note_bytes_written(request) -> None:
+    """httpx request hook: ask httpcore to report when the request's bytes are written."""
+    attempt = _SENDING.get()
+    if attempt is None:
+        return
+
+    async def trace(name: str, info: dict) -> None:
+        if name in _WRITING:
+            attempt.written_at = time.time()
+
+    request.extensions["trace"] = trace
+
+
+def make_client(base_url: str, api_key: str, *, timeout: float) -> openai.AsyncOpenAI:
+    """An ``openai.AsyncOpenAI`` client whose calls record the moment their request bytes were written
+    (``Attempt.started_at``): the client's own set-up before that (about 50 ms on the first call:
+    building the request, the connection) is not the server's time to first token."""
+    http_client = openai.DefaultAsyncHttpxClient(timeout=timeout, event_hooks={"request": [_note_bytes_written]})
+    return openai.AsyncOpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=timeout,
+                              http_client=http_client)
+
+
 
 def _error_text(exc: BaseException) -> str:
     if isinstance(exc, openai.APIStatusError):
@@ -302,11 +337,13 @@ class Replayer:
     async def _attempt(self, messages: list[dict], model: str) -> Attempt:
         attempt = Attempt(flow_id=str(uuid.uuid4()), started_at=self.clock(), messages=messages, model=model,
                           url=str(self.client.base_url).rstrip("/") + "/chat/completions")
+        token = _SENDING.set(attempt)
         try:
             stream = await self.client.chat.completions.create(
                 model=model, messages=messages, stream=True, stream_options={"include_usage": True},
             )
             attempt.headers_at = self.clock()
+            self._count_from_written(attempt)
             response = stream.response
             attempt.status_code = response.status_code
             attempt.http_version = response.http_version
@@ -327,11 +364,21 @@ class Replayer:
             attempt.error = f"network error{got}: {_error_text(exc)}"
         except asyncio.CancelledError:
             attempt.error = f"interrupted after {len(attempt.chunks)} chunk(s)"
+            self._count_from_written(attempt)
             attempt.ended_at = self.clock()
             self._record(attempt)
             raise
+        finally:
+            _SENDING.reset(token)
+        self._count_from_written(attempt)
         attempt.ended_at = self.clock()
         return attempt
+
+    @staticmethod
+    def _count_from_written(attempt: Attempt) -> None:
+        """Count the attempt from the moment its bytes were written, when the client reported it."""
+        if attempt.written_at is not None:
+            attempt.started_at = attempt.written_at
 
     def _record(self, attempt: Attempt) -> Side:
         rows, side = attempt_rows(attempt)
