@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from analyzer.cli.options import capture_arguments
+from analyzer.cli.options import capture_arguments, echo
 from analyzer.store import Capture
 from analyzer.store.compact import compact_capture
 
@@ -22,6 +22,8 @@ def command(capture: Capture) -> None:
         analyze compact captures/mine.parquet
     """
     for path in capture.paths:
+        # A damaged part raises CaptureError before anything is merged: capture_arguments makes it
+        # one line and exit status 1; the capture is left exactly as it was.
         for name, merged in compact_capture(path).items():
             if merged:
-                click.echo(f"{path}/{name}: {merged} parts merged into 1")
+                echo(f"{path}/{name}: {merged} parts merged into 1")

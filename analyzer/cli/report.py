@@ -6,7 +6,14 @@ import logging
 
 import click
 
-from analyzer.cli.options import capture_arguments, format_option, json_flag, output_option, write_output
+from analyzer.cli.options import (
+    capture_arguments,
+    format_option,
+    json_flag,
+    mode_option,
+    output_option,
+    write_output,
+)
 from analyzer.store import Capture, CaptureError
 
 log = logging.getLogger(__name__)
@@ -19,7 +26,9 @@ log = logging.getLogger(__name__)
 @output_option
 @click.option("--raster-n", type=click.IntRange(min=0), default=50, show_default=True,
               help="html: how many answers (the newest) the stream raster draws.")
-def command(capture: Capture, fmt: str, as_json: bool, output: str | None, raster_n: int) -> None:
+@mode_option
+def command(capture: Capture, fmt: str, as_json: bool, output: str | None, raster_n: int,
+            file_mode: int | None) -> None:
     """Summarise CAPTURE: latency first, then conversations, flows and telemetry.
 
     Several CAPTURE directories are read as one. ``text`` is for a terminal, ``markdown`` for
@@ -49,4 +58,4 @@ def command(capture: Capture, fmt: str, as_json: bool, output: str | None, raste
             text = render(build_report(capture), fmt)
     except CaptureError as exc:
         raise click.ClickException(str(exc)) from exc
-    write_output(text, output)
+    write_output(text, output, fmt, mode=file_mode)
