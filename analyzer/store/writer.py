@@ -25,6 +25,7 @@ from typing import BinaryIO
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from analyzer.inert import inert
 from analyzer.schema import TABLES, empty_table, rows_to_table
 from analyzer.store.compact import compact_capture, recover
 from analyzer.store.files import fsync_dir, make_dirs, open_new
@@ -260,7 +261,8 @@ class CaptureWriter:
                 rows_to_table(name, [row])
                 good.append(row)
             except Exception as exc:
-                log.warning("chatwire: %s row of flow %s does not fit the schema: %s", name, row.get("flow_id"), exc)
+                log.warning("chatwire: %s row of flow %s does not fit the schema: %s", name,
+                            inert(row.get("flow_id")), inert(exc))
                 if name != "errors":
                     rejected.append({"flow_id": row.get("flow_id"), "stage": "write",
                                      "error": f"{name} row does not fit the schema: {type(exc).__name__}: {exc}"[:500],
