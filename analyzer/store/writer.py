@@ -128,6 +128,7 @@ class CaptureWriter:
         self.rows_written = {name: 0 for name in TABLES}
         self.rows_dropped: Counter[str] = Counter()
         self.write_failure: str | None = None  # why writing fails right now, None while it works
+        self.last_failure: str | None = None  # why it last failed (kept once it works again)
         self.failed_flushes = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -145,9 +146,9 @@ class CaptureWriter:
                 if room is not None and room < len(table_rows):
                     keep = max(room, 0)
                     if not self.rows_dropped:
-                        log.warning("chatwire: %d rows wait to be written to %s, the most it holds: "
+                        log.warning("chatwire: %d rows wait to be written to %s, and it holds at most %d: "
                                     "further rows are dropped (and counted) until writing works again",
-                                    self._n_pending, self.path)
+                                    self._n_pending, self.path, self.max_held_rows)
                     self.rows_dropped[name] += len(table_rows) - keep
                     table_rows = table_rows[:keep]
                     if not table_rows:
@@ -200,7 +201,7 @@ class CaptureWriter:
             held = self._n_pending
         self.failed_flushes += 1
         if self.write_failure is None:
-            self.write_failure = describe_os_error(exc)
+            self.write_failure = self.last_failure = describe_os_error(exc)
             bound = f"up to {self.max_held_rows:,}" if self.max_held_rows else "all"
             log.warning("chatwire: cannot write to %s: %s. Traffic passes untouched; %s rows are held in "
                         "memory (%d now) and written when writing works again", self.path,
@@ -291,8 +292,9 @@ class CaptureWriter:
         if self.write_failure is not None or self.rows_dropped:
             with self._lock:
                 for name, rows in self._pending.items():
-                    self.rows_dropped[name] += len(rows)
-                    rows.clear()
+                    if rows:
+                        self.rows_dropped[name] += len(rows)
+                        rows.clear()
                 self._n_pending = 0
             if self.rows_dropped:
                 self.add({"errors": [{"flow_id": None, "stage": "write", "at": time.time(),
@@ -310,8 +312,9 @@ class CaptureWriter:
         """One line: how many rows of which tables could not be kept, and why."""
         total = sum(self.rows_dropped.values())
         tables = ", ".join(f"{name} {n}" for name, n in sorted(self.rows_dropped.items()) if n)
-        why = f" ({self.write_failure})" if self.write_failure else " (writing failed, then held rows exceeded the bound)"
-        return f"{total} rows could not be written to {self.path}{why}: {tables}"
+        failure = self.write_failure or self.last_failure
+        why = f"writing failed: {failure}" if failure else f"more than {self.max_held_rows} rows waited at once"
+        return f"{total} rows could not be written to {self.path} ({why}): {tables}"
 
     def __enter__(self) -> CaptureWriter:
         return self
