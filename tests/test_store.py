@@ -129,6 +129,9 @@ def test_kill_9_loses_nothing_older_than_flush_interval(tmp_path):
     capture = tmp_path / "c.parquet"
     proc = subprocess.Popen([sys.executable, str(script), str(capture), str(flush_ms)], stdout=subprocess.PIPE, text=True)
     added: list[tuple[int, float]] = []
+    first = proc.stdout.readline()  # the writer is up (its start-up may take seconds on a loaded machine)
+    i, at = first.split()
+    added.append((int(i), float(at)))
     deadline = time.time() + 1.5
     while time.time() < deadline:
         line = proc.stdout.readline()
