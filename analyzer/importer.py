@@ -30,7 +30,7 @@ from analyzer.recognise import recognise
 from analyzer.schema import TABLES
 from analyzer.sources import Source, SourceError, find_sources, iter_items
 from analyzer.sources.har import HAR_NAMESPACE, file_sha256
-from analyzer.store.writer import CaptureWriter, init_capture
+from analyzer.store.writer import CaptureWriter, describe_os_error, init_capture
 
 log = logging.getLogger(__name__)
 
@@ -170,8 +170,9 @@ def import_sources(
     readable = 0  # sources that gave at least one item or ended cleanly
 
     tmp = target.parent / f".{target.name}.import-{uuid.uuid4().hex[:8]}"
-    writer = CaptureWriter(tmp, one_part=True, mode=mode)  # one file per table: the directory is published whole
+    writer: CaptureWriter | None = None
     try:
+        writer = CaptureWriter(tmp, one_part=True, mode=mode)  # one file per table: published whole
         for source in sources:
             before = done
 
@@ -195,9 +196,14 @@ def import_sources(
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             os.rename(tmp, target)
-    except BaseException:
-        writer.abandon()
+    except BaseException as exc:
+        if writer is not None:
+            writer.abandon()
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError):  # a full disk, a read-only file system: one line, not a traceback
+            where = exc.filename or target
+            raise ImportFailed(f"{where}: {describe_os_error(exc)}; nothing imported, {target} is as it was",
+                               summary) from exc
         raise
     log.info("import: %s", summary.line())
     return summary

@@ -60,3 +60,16 @@ class InertFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         return inert(super().format(record))
+
+
+_FILENAME_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def inert_filename(text: object, *, max_len: int = 100) -> str:
+    """A file-name component made from an id that came from traffic (a conversation or flow id).
+
+    Only ``A-Z a-z 0-9 . _ -`` are kept (anything else, ``/`` and control characters included,
+    becomes ``_``); a leading dot is dropped (no hidden files, no ``..``); empty becomes ``_``.
+    Different ids can meet in one name: callers that need unique names add their own counter."""
+    name = _FILENAME_UNSAFE.sub("_", text if isinstance(text, str) else str(text)).lstrip(".")
+    return name[:max_len] or "_"

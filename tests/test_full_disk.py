@@ -192,3 +192,20 @@ def test_live_capture_on_a_full_disk_passes_traffic_and_catches_up(tmp_path, ori
     assert all(by_ray.loc[s.cf_ray, "assistant_text"] == s.text for s in streams)
     sent_segment = sum(len(p["body"].get("batch", [p["body"]])) for r in records for p in r.segment_payloads)
     assert len(segment) == sent_segment
+
+
+def test_import_onto_a_full_disk_is_one_line_and_leaves_the_capture_as_it_was(disk):
+    from click.testing import CliRunner
+
+    from analyzer.cli import main
+
+    har = Path(__file__).parent / "fixtures" / "har"
+    cap = disk / "cap.parquet"
+    assert CliRunner().invoke(main, ["import", str(har / "firefox.har"), "-o", str(cap)]).exit_code == 0
+    before = {str(p): p.read_bytes() for p in cap.rglob("*") if p.is_file()}
+    fill(disk)
+    result = CliRunner().invoke(main, ["import", str(har / "chrome.har"), "-o", str(cap)])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+    assert result.stderr.count("\n") == 1 and "No space left on device (ENOSPC); nothing imported" in result.stderr
+    assert {str(p): p.read_bytes() for p in cap.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in disk.iterdir()) == ["cap.parquet", "filler"]  # no staging directory left

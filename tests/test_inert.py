@@ -23,7 +23,7 @@ import pytest
 from click.testing import CliRunner
 
 from analyzer.cli import main
-from analyzer.inert import InertFormatter, inert, inert_json, is_inert
+from analyzer.inert import InertFormatter, inert, inert_filename, inert_json, is_inert
 from tests.capture_factory import make_capture, merge, turn
 from tests.test_telemetry import telemetry_rows
 
@@ -49,6 +49,14 @@ def test_inert_by_hand():
     assert inert("a\r\nb\rc\x7f\x00") == "a\nb\\x0dc\\x7f\\x00"
     assert inert("héllo 日本 — “quotes” 🎉") == "héllo 日本 — “quotes” 🎉"
     assert inert(42) == "42" and is_inert(inert(HOSTILE)) and not is_inert(HOSTILE)
+
+
+def test_file_names_from_ids_by_hand():
+    assert inert_filename("6790a1b2-0c3d-800a-9f1e-4b2c6d8e0f11") == "6790a1b2-0c3d-800a-9f1e-4b2c6d8e0f11"
+    assert inert_filename("ws-flow#3") == "ws-flow_3"
+    assert inert_filename("../../etc/passwd") == "_.._etc_passwd"
+    assert inert_filename(f"a{TITLE}b") == "a_0_you_have_been_pwned_b"
+    assert inert_filename("...") == "_" and inert_filename("") == "_" and len(inert_filename("x" * 500)) == 100
 
 
 def test_inert_json_keeps_the_value():
