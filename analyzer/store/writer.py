@@ -102,8 +102,8 @@ class CaptureWriter:
 
     When writing fails (ENOSPC, EIO, EDQUOT, a read-only remount) the rows stay in memory and every
     later flush tries again: one warning when it starts, one line when writing works again. With
-    ``max_held_rows`` set, rows added beyond that many unwritten ones are dropped and counted
-    (``rows_dropped``); ``close`` reports them in the log and, if it can, as an ``errors`` row.
+    ``max_held_rows`` set, rows added while writing fails beyond that many unwritten ones are
+    dropped and counted (``rows_dropped``); ``close`` reports them in the log and, if it can, as an ``errors`` row.
     An import's writer (``one_part``) raises instead: an import is all or nothing.
     """
 
@@ -142,7 +142,10 @@ class CaptureWriter:
             for name, table_rows in rows.items():
                 if not table_rows:
                     continue
-                room = None if self.max_held_rows is None else self.max_held_rows - self._n_pending
+                # The bound is for rows that wait because writing fails; while it works they wait at
+                # most a flush interval whatever their number.
+                failing = self.write_failure is not None and self.max_held_rows is not None
+                room = self.max_held_rows - self._n_pending if failing else None
                 if room is not None and room < len(table_rows):
                     keep = max(room, 0)
                     if not self.rows_dropped:
@@ -202,7 +205,7 @@ class CaptureWriter:
         self.failed_flushes += 1
         if self.write_failure is None:
             self.write_failure = self.last_failure = describe_os_error(exc)
-            bound = f"up to {self.max_held_rows:,}" if self.max_held_rows else "all"
+            bound = f"up to {self.max_held_rows:,}" if self.max_held_rows is not None else "all"
             log.warning("chatwire: cannot write to %s: %s. Traffic passes untouched; %s rows are held in "
                         "memory (%d now) and written when writing works again", self.path,
                         self.write_failure, bound, held)
@@ -313,7 +316,7 @@ class CaptureWriter:
         total = sum(self.rows_dropped.values())
         tables = ", ".join(f"{name} {n}" for name, n in sorted(self.rows_dropped.items()) if n)
         failure = self.write_failure or self.last_failure
-        why = f"writing failed: {failure}" if failure else f"more than {self.max_held_rows} rows waited at once"
+        why = f"writing failed: {failure}" if failure else "writing failed"
         return f"{total} rows could not be written to {self.path} ({why}): {tables}"
 
     def __enter__(self) -> CaptureWriter:
