@@ -30,7 +30,8 @@ from analyzer.recognise import recognise
 from analyzer.schema import TABLES
 from analyzer.sources import Source, SourceError, find_sources, iter_items
 from analyzer.sources.har import HAR_NAMESPACE, file_sha256
-from analyzer.store.writer import CaptureWriter, describe_os_error, init_capture
+from analyzer.store.files import describe_os_error
+from analyzer.store.writer import CaptureWriter, init_capture
 
 log = logging.getLogger(__name__)
 

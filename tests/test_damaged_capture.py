@@ -98,6 +98,21 @@ def test_compact_that_fails_midway_removes_its_journal_and_temp_file(capture, mo
     assert _snapshot(capture) == before and [p.name for p in (capture / "flows").glob(".*")] == []
 
 
+def test_analyze_compact_on_a_full_disk_is_one_line(capture, monkeypatch):
+    import analyzer.store.compact as compact
+
+    def full_disk(self, *a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(compact.pq.ParquetWriter, "write_table", full_disk)
+    before = _snapshot(capture)
+    result = run("compact", capture)
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+    assert result.stderr == (f"Error: cannot compact {capture}: No space left on device (ENOSPC); "
+                             f"its parts are as they were\n")
+    assert _snapshot(capture) == before
+
+
 def test_part_of_another_table_dropped_in_is_rejected(capture):
     foreign = capture / "flows" / "part-9999999999999-foreign.parquet"
     shutil.copy(_data_part(capture, "stream_events"), foreign)

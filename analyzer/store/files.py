@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -83,3 +84,10 @@ def write_file_atomic(path: str | os.PathLike, data: bytes, *, mode: int | None 
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def describe_os_error(exc: OSError) -> str:
+    """``No space left on device (ENOSPC)``: what a failed write says to the person reading the log."""
+    name = errno.errorcode.get(exc.errno or 0)
+    text = exc.strerror or str(exc) or type(exc).__name__
+    return f"{text} ({name})" if name else text

@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 from analyzer.inert import inert
 from analyzer.schema import TABLES, empty_table, rows_to_table
 from analyzer.store.compact import compact_capture, recover
-from analyzer.store.files import fsync_dir, make_dirs, open_new
+from analyzer.store.files import describe_os_error, fsync_dir, make_dirs, open_new
 
 log = logging.getLogger(__name__)
 
@@ -64,15 +64,6 @@ def _unlink_quietly(path: Path) -> None:
         pass
 
 
-def describe_os_error(exc: OSError) -> str:
-    """``No space left on device (ENOSPC)``: what a failed write says to the person reading the log."""
-    import errno as errno_mod
-
-    name = errno_mod.errorcode.get(exc.errno or 0)
-    text = exc.strerror or str(exc) or type(exc).__name__
-    return f"{text} ({name})" if name else text
-
-
 def init_capture(path: Path, mode: int | None = None) -> None:
     """Create the capture directory with every table present (an empty part where none exists).
 
@@ -103,8 +94,8 @@ class CaptureWriter:
     When writing fails (ENOSPC, EIO, EDQUOT, a read-only remount) the rows stay in memory and every
     later flush tries again: one warning when it starts, one line when writing works again. With
     ``max_held_rows`` set, rows added while writing fails beyond that many unwritten ones are
-    dropped and counted (``rows_dropped``); ``close`` reports them in the log and, if it can, as an ``errors`` row.
-    An import's writer (``one_part``) raises instead: an import is all or nothing.
+    dropped and counted (``rows_dropped``); ``close`` reports them in the log and, if it can, as
+    an ``errors`` row. An import's writer (``one_part``) raises instead: an import is all or nothing.
     """
 
     def __init__(self, path: str | os.PathLike, *, flush_ms: int | None = None, one_part: bool = False,
