@@ -9,7 +9,6 @@ import click
 
 from analyzer.analysis import conversations as conv_lib
 from analyzer.cli.options import capture_arguments, format_option, mode_option, output_option, write_output
-from analyzer.store import CaptureError
 
 
 @click.command("conversations")
@@ -64,6 +63,4 @@ def command(capture, conversation_id: str | None, fmt: str, branch: str, output:
             }[fmt]()
     except conv_lib.ConversationNotFound as exc:
         raise click.ClickException(f"{where}: {exc}") from exc
-    except CaptureError as exc:
-        raise click.ClickException(str(exc)) from exc
     write_output(text, output, fmt, mode=file_mode)

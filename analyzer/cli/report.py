@@ -14,7 +14,7 @@ from analyzer.cli.options import (
     output_option,
     write_output,
 )
-from analyzer.store import Capture, CaptureError
+from analyzer.store import Capture
 
 log = logging.getLogger(__name__)
 
@@ -48,14 +48,12 @@ def command(capture: Capture, fmt: str, as_json: bool, output: str | None, raste
 
     if as_json:
         fmt = "json"
-    try:
-        if fmt == "html":
-            # render_html builds the report from the same frames its charts use: one pass over events.
-            from analyzer.analysis.html_report import render_html
+    # A damaged capture part raises CaptureError here: capture_arguments makes it one line.
+    if fmt == "html":
+        # render_html builds the report from the same frames its charts use: one pass over events.
+        from analyzer.analysis.html_report import render_html
 
-            text = render_html(capture, raster_n=raster_n)
-        else:
-            text = render(build_report(capture), fmt)
-    except CaptureError as exc:
-        raise click.ClickException(str(exc)) from exc
+        text = render_html(capture, raster_n=raster_n)
+    else:
+        text = render(build_report(capture), fmt)
     write_output(text, output, fmt, mode=file_mode)
