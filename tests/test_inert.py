@@ -205,3 +205,22 @@ def test_a_real_terminal_gets_no_clipboard_and_no_title(hostile, tmp_path):
     assert "rm -rf" in buffers and title == "you have been pwned", (buffers, title)  # the oracle
     buffers, title = in_tmux(f"{env} {analyze} conversations {hostile} -c {CONV}")
     assert "rm -rf" not in buffers and title != "you have been pwned", (buffers, title)
+
+
+def test_log_lines_of_a_real_run_are_inert(tmp_path):
+    """A warning that quotes message ids from the capture (a parent loop) goes through the CLI's
+    log handler, in a real process (pytest's own handlers would hide it in-process)."""
+    from tests.capture_factory import message_row
+
+    a, b = f"m{TITLE}a", f"m{CLIPBOARD}b"
+    rows = {"messages": [
+        message_row(CONV, a, b, "user", "one", source="mapping", flow_id="r1", seen_at=T0),
+        message_row(CONV, b, a, "assistant", "two", source="mapping", flow_id="r1", seen_at=T0),
+    ]}
+    cap = make_capture(tmp_path / "loop.parquet", rows)
+    proc = subprocess.run([sys.executable, "-c", "from analyzer.cli import main; main()", "conversations", str(cap),
+                           "-c", CONV], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "parent loop through" in proc.stderr  # the warning was logged …
+    assert UNSAFE.search(proc.stderr) is None and "\\x1b]" in proc.stderr  # … inert
+    assert UNSAFE.search(proc.stdout) is None
