@@ -8,6 +8,7 @@ under a restrictive umask too. ``analyze serve`` listens on 127.0.0.1 unless tol
 from __future__ import annotations
 
 import os
+import select
 import ssl
 import stat
 import subprocess
@@ -153,7 +154,8 @@ def _serve(capture: Path, *args: str) -> tuple[str, str]:
                              "--port", "0", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             cwd=ROOT)
     try:
-        line = proc.stdout.readline()
+        ready, _, _ = select.select([proc.stdout], [], [], 120)  # never hang the suite on a serve that is stuck
+        line = proc.stdout.readline() if ready else ""
     finally:
         proc.terminate()
         _, err = proc.communicate(timeout=30)
