@@ -95,7 +95,7 @@ def run(*args: str) -> str:
 @pytest.mark.parametrize("args", [
     ["conversations"], ["conversations", "-f", "markdown"], ["conversations", "-c", CONV],
     ["conversations", "-c", CONV, "-f", "markdown"], ["conversations", "-c", CONV, "--branch", "all"],
-    ["report"], ["report", "-f", "markdown"], ["tables"],
+    ["report"], ["report", "-f", "markdown"], ["tables"], ["privacy"], ["privacy", "-f", "markdown"],
 ])
 def test_terminal_and_markdown_outputs_show_controls_instead_of_printing_them(hostile, args):
     out = run(args[0], hostile, *args[1:])
@@ -127,6 +127,11 @@ def test_json_outputs_are_escaped_and_keep_the_value(hostile, args, value):
     out = run(args[0], hostile, *args[1:])
     assert UNSAFE.search(out) is None
     assert value in _strings(json.loads(out))  # the value itself comes back whole
+
+
+def test_privacy_json_is_valid_and_inert(hostile):
+    out = run("privacy", hostile, "--json")
+    assert UNSAFE.search(out) is None and isinstance(json.loads(out), dict)
 
 
 def test_written_files_are_inert_too(hostile, tmp_path):
