@@ -29,6 +29,8 @@ from mitmproxy import http
 from analyzer.recognise import recognise
 from analyzer.schema import TABLES
 from analyzer.sources import Source, SourceError, find_sources, iter_items
+from analyzer.sources.har import HAR_NAMESPACE, file_sha256
+from analyzer.store.files import describe_os_error
 from analyzer.store.writer import CaptureWriter, init_capture
 
 log = logging.getLogger(__name__)
@@ -61,6 +63,7 @@ class ImportSummary:
     rows: Counter[str] = field(default_factory=Counter)  # table -> rows written
     errors: list[str] = field(default_factory=list)
     skipped_files: list[Path] = field(default_factory=list)
+    damaged_files: list[Path] = field(default_factory=list)  # cut short or corrupt: whole entries kept
 
     @property
     def n_recognised(self) -> int:
@@ -76,6 +79,8 @@ class ImportSummary:
         ]
         if self.already_present:
             parts.append(f"{self.already_present} already in the capture")
+        if self.damaged_files:
+            parts.append(f"{len(self.damaged_files)} damaged file(s), their whole entries kept")
         if self.skipped_files:
             parts.append(f"{len(self.skipped_files)} file(s) skipped (neither HAR nor flows)")
         parts.append(f"{len(self.errors)} error{'s' if len(self.errors) != 1 else ''}")
@@ -125,9 +130,9 @@ def might_be_ours(entry: dict) -> bool:
         return True
 
 
-def _move_parts_in(tmp: Path, target: Path) -> None:
+def _move_parts_in(tmp: Path, target: Path, mode: int | None = None) -> None:
     """Move the finished parts of ``tmp`` into the capture ``target``, ``flows`` last."""
-    init_capture(target)  # a capture missing a table gets it (empty) first
+    init_capture(target, mode)  # a capture missing a table gets it (empty) first
     for name in sorted(TABLES, key=lambda n: n == "flows"):
         for part in sorted((tmp / name).glob("part-*.parquet")):
             if part.name != EMPTY_PART:
@@ -141,10 +146,14 @@ def import_sources(
     redact: bool = True,
     progress: Progress | None = None,
     all_flows: bool = False,
+    mode: int | None = None,
 ) -> ImportSummary:
     """Import HAR files, flow files or directories of them into the capture at ``capture_path``.
 
-    ``progress(bytes_read, bytes_total)`` is called as the files are read. Raises ImportFailed
+    ``progress(bytes_read, bytes_total)`` is called as the files are read. ``mode``: of the files
+    written (default 0600, directories 0700, whatever the umask). A damaged file (cut short,
+    corrupt) gives its whole entries, an ``errors`` row saying where the damage is, and a place in
+    ``summary.damaged_files``. Raises ImportFailed
     (CAPTURE untouched) when nothing at all could be read or CAPTURE is not a capture.
     """
     from analyzer.extract import extract_flow  # heavy: imported when an import runs
@@ -162,8 +171,9 @@ def import_sources(
     readable = 0  # sources that gave at least one item or ended cleanly
 
     tmp = target.parent / f".{target.name}.import-{uuid.uuid4().hex[:8]}"
-    writer = CaptureWriter(tmp, one_part=True)  # one file per table: the directory is published whole
+    writer: CaptureWriter | None = None
     try:
+        writer = CaptureWriter(tmp, one_part=True, mode=mode)  # one file per table: published whole
         for source in sources:
             before = done
 
@@ -183,13 +193,18 @@ def import_sources(
             extra = f" (and {len(summary.errors) - 1} more error(s))" if len(summary.errors) > 1 else ""
             raise ImportFailed(f"nothing imported: {reason}{extra}", summary)
         if appending:
-            _move_parts_in(tmp, target)
+            _move_parts_in(tmp, target, mode)
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             os.rename(tmp, target)
-    except BaseException:
-        writer.abandon()
+    except BaseException as exc:
+        if writer is not None:
+            writer.abandon()
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError):  # a full disk, a read-only file system: one line, not a traceback
+            where = exc.filename or target
+            raise ImportFailed(f"{where}: {describe_os_error(exc)}; nothing imported, {target} is as it was",
+                               summary) from exc
         raise
     log.info("import: %s", summary.line())
     return summary
@@ -246,6 +261,13 @@ def _import_one(source: Source, writer: CaptureWriter, extract_flow, summary: Im
                 writer.flush()
     except SourceError as exc:
         summary.errors.append(str(exc))
+        summary.damaged_files.append(source.path)
+        # One errors row per damaged file (its id is stable: importing the file again adds none).
+        damage_id = str(uuid.uuid5(HAR_NAMESPACE, f"{file_sha256(source.path)}:damaged"))
+        if damage_id not in failed:
+            failed.add(damage_id)
+            writer.add({"errors": [{"flow_id": damage_id, "stage": IMPORT_STAGE, "error": str(exc),
+                                    "at": time.time()}]})
         if n_flows:
             summary.files[source.kind] += 1
         return n_flows > 0

@@ -53,13 +53,17 @@ def test_bad_input_alone_exits_non_zero_with_one_line(tmp_path):
     assert not (tmp_path / "cap").exists()
 
 
-def test_bad_and_good_inputs_exit_zero_and_report(tmp_path):
+def test_damaged_and_good_inputs_import_the_good_and_exit_non_zero(tmp_path):
     bad = tmp_path / "broken.har"
     bad.write_text('{"log": {"entries": [')
     result = run(str(bad), str(FIXTURES / "firefox.har"), "-o", str(tmp_path / "cap"))
-    assert result.exit_code == 0
-    assert f"error: {bad}: truncated file: the JSON ends after 0 complete entries\n" in result.stderr
+    assert result.exit_code == 1
+    assert (f"error: {bad}: truncated file: the JSON ends after 0 complete entries "
+            f"(in entry 0, at byte 21, the end of the file)\n") in result.stderr
     assert "5 recognised" in result.stdout and "; 1 error ->" in result.stdout
+    assert result.stderr.endswith(f"Error: 1 damaged input file(s), whole entries kept: {bad}\n")
+    errors = load_capture(tmp_path / "cap").table("errors")
+    assert list(errors["stage"]) == ["import"] and "at byte 21" in errors["error"].iloc[0]
 
 
 def test_output_that_is_not_a_capture(tmp_path):

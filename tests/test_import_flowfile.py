@@ -61,13 +61,31 @@ def test_truncated_flow_file_keeps_whole_flows(tmp_path):
     assert summary.flows_read == len(flows) - 1
     assert len(summary.errors) == 1
     assert summary.errors[0].startswith(f"{flows_path}: truncated or corrupt flow file after {len(flows) - 1} complete flows")
+    # Where the damage starts: the end of the last whole flow, i.e. the size of a file of those flows alone.
+    whole = tmp_path / "whole.mitm"
+    with open(whole, "wb") as fh:
+        writer = FlowWriter(fh)
+        for f in flows[:-1]:
+            writer.add(f)
+    assert f"(flow {len(flows) - 1}, at byte {whole.stat().st_size}: " in summary.errors[0]
+    errors = load_capture(tmp_path / "cap").table("errors")
+    assert list(errors["error"]) == summary.errors and list(errors["stage"]) == ["import"]
 
 
-def test_empty_flow_file_is_zero_recognised(tmp_path):
-    empty = tmp_path / "nothing.mitm"
+def test_empty_file_says_it_is_empty(tmp_path):
+    empty = tmp_path / "nothing.har"  # a failed export: 0 bytes, whatever its name says
     empty.write_bytes(b"")
-    summary = import_sources([empty], tmp_path / "cap")
-    assert summary.n_recognised == 0 and summary.errors == []
+    with pytest.raises(ImportFailed, match=r"nothing imported: .*nothing.har: empty file \(0 bytes\): nothing to import"):
+        import_sources([empty], tmp_path / "cap")
+    assert not (tmp_path / "cap").exists()
+
+
+def test_empty_file_in_a_directory_is_skipped(tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "nothing.mitm").write_bytes(b"")
+    write_flows_from_har(FIXTURES / "firefox.har", tmp_path / "in" / "some.mitm")
+    summary = import_sources([tmp_path / "in"], tmp_path / "cap")
+    assert summary.skipped_files == [tmp_path / "in" / "nothing.mitm"] and summary.errors == []
 
 
 def test_corrupt_flow_file_alone_fails(tmp_path):

@@ -402,10 +402,16 @@ def test_truncated_file_keeps_its_whole_entries(tmp_path):
     src = tmp_path / "cut.har"
     src.write_text(data[: data.index('"https://chatgpt.com/ces/v1/b"')])  # inside entry 3
     summary = import_sources([src], tmp_path / "cap")
-    assert summary.errors == [f"{src}: truncated file: the JSON ends after 3 complete entries"]
+    size = src.stat().st_size
+    line = f"{src}: truncated file: the JSON ends after 3 complete entries (in entry 3, at byte {size}, the end of the file)"
+    assert summary.errors == [line] and summary.damaged_files == [src]
     assert summary.flows_read == 3
-    assert list(load_capture(tmp_path / "cap").table("flows")["kind"]) == ["conversation", "conversation",
-                                                                          "latency_beacon"]
+    capture = load_capture(tmp_path / "cap")
+    assert list(capture.table("flows")["kind"]) == ["conversation", "conversation", "latency_beacon"]
+    errors = capture.table("errors")
+    assert list(errors["stage"]) == ["import"] and list(errors["error"]) == [line]
+    again = import_sources([src], tmp_path / "cap")  # the damage is recorded once, not per import
+    assert again.damaged_files == [src] and len(load_capture(tmp_path / "cap").table("errors")) == 1
 
 
 def test_every_entry_bad_is_nothing_read(tmp_path):

@@ -32,6 +32,8 @@ import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
+from analyzer.inert import inert
+
 log = logging.getLogger(__name__)
 
 CDF_POINTS = 400
@@ -96,7 +98,8 @@ def figure_svg(fig: Figure, *, titles: dict[str, str] | None = None, label: str 
                  svg, count=1)
     for gid, text in (titles or {}).items():
         svg = svg.replace(f'<g id="{gid}">', f'<g id="{gid}" class="hover"><title>{html.escape(text)}</title>', 1)
-    return svg.strip()
+    # Labels come from traffic (model names, event names): their control characters shown, as everywhere.
+    return inert(svg.strip())
 
 
 def _styled[**P](func: Callable[P, str]) -> Callable[P, str]:

@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import jinja2
+import markupsafe
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -46,6 +47,7 @@ from analyzer.analysis.conversations import (
 )
 from analyzer.analysis.privacy import privacy_audit
 from analyzer.analysis.render_report import format_span
+from analyzer.inert import inert
 from analyzer.schema import TABLES
 from analyzer.store import Capture, CaptureError
 
@@ -208,8 +210,7 @@ def _text_event_offsets(capture: Capture, flow_ids: list[str]) -> dict[str, np.n
     A text event is what ``latency.text_events`` counts: non-empty text with a known offset; a
     ``(flow, seq)`` repeated by combined captures counts once.
     """
-    files = [str(p) for path in capture.paths for p in sorted((path / "stream_events").glob("*.parquet"))
-             if not p.name.startswith((".", "_"))]
+    files = capture.part_files("stream_events")  # checked, superseded parts skipped: as Capture.arrow reads
     if not files or not flow_ids:
         return {}
     try:
@@ -483,12 +484,21 @@ def error_groups(capture: Capture, examples: int = ERROR_EXAMPLES) -> list[dict[
 _ENV: jinja2.Environment | None = None
 
 
+def _inert_value(value: object) -> object:
+    """Every ``{{ … }}`` string is made ``inert`` before autoescape: a saved page that is ``cat`` to a
+    terminal cannot write its clipboard either. Markup (the charts, made inert already) passes."""
+    if isinstance(value, str) and not isinstance(value, markupsafe.Markup):
+        return inert(value)
+    return value
+
+
 def _env() -> jinja2.Environment:
     global _ENV
     if _ENV is None:
         _ENV = jinja2.Environment(loader=jinja2.PackageLoader("analyzer", "templates"),
                                   autoescape=jinja2.select_autoescape(["html", "j2"]),
-                                  trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined)
+                                  trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined,
+                                  finalize=_inert_value)
         _ENV.filters["num"] = fmt_num
         _ENV.filters["ms"] = fmt_ms
     return _ENV

@@ -144,8 +144,7 @@ def _stream_event_batches(capture: Capture) -> Iterator[pa.RecordBatch]:
     neither option, so this reads the same part files with the same schema.
     """
     columns = COLUMNS["stream_events"]
-    files = [str(p) for path in capture.paths for p in sorted((path / "stream_events").glob("*.parquet"))
-             if not p.name.startswith((".", "_"))]
+    files = capture.part_files("stream_events")  # checked, superseded parts skipped: as Capture.arrow reads
     if not files:
         return
     schema = TABLES["stream_events"]

@@ -21,6 +21,17 @@ from analyzer.recognise import is_stream_answer, might_stream
 log = logging.getLogger(__name__)
 
 DEFAULT_CAPTURE_PATH = "captures/capture.parquet"
+# Rows held in memory while writing fails: a few hundred MB at most (a row is a dict of ~1 kB).
+DEFAULT_HOLD_ROWS = 200_000
+
+
+def parse_mode(text: str) -> int | None:
+    """``"0640"`` -> 0o640; None if it is not an octal mode between 000 and 777."""
+    try:
+        mode = int(str(text).strip(), 8)
+    except ValueError:
+        return None
+    return mode if 0 <= mode <= 0o777 else None
 
 
 def _guarded(hook):
@@ -64,9 +75,16 @@ class ChatGPTCapture:
                           "Replace credentials (auth headers, cookies, tokens, API keys) before writing.")
         loader.add_option("capture_all_flows", bool, False,
                           "Write a flows row for every flow, not only the recognised ones.")
+        loader.add_option("capture_mode", str, "0600",
+                          "Permissions (octal) of the capture's files, whatever the umask; directories get x "
+                          "where r is set (0600: 0700). 0640 shares the capture with the group, deliberately.")
+        loader.add_option("capture_hold_rows", int, DEFAULT_HOLD_ROWS,
+                          "While writing fails (a full disk), hold up to this many rows in memory to write "
+                          "when it works again; rows beyond are dropped and counted.")
 
     def configure(self, updated: set[str]) -> None:
-        keys = {"capture_path", "capture_flush_ms", "capture_redact", "capture_all_flows"}
+        keys = {"capture_path", "capture_flush_ms", "capture_redact", "capture_all_flows", "capture_mode",
+                "capture_hold_rows"}
         if self.pipeline is not None and not (updated & keys):
             return
         if ctx.options.capture_flush_ms <= 0:
@@ -74,8 +92,19 @@ class ChatGPTCapture:
             log.error("chatwire: capture_flush_ms must be a positive number of milliseconds, not %s",
                       ctx.options.capture_flush_ms)
             return
+        mode = parse_mode(ctx.options.capture_mode)
+        if mode is None:
+            log.error("chatwire: capture_mode must be an octal file mode such as 0600 or 0640, not %r",
+                      ctx.options.capture_mode)
+            return
+        if ctx.options.capture_hold_rows < 0:
+            log.error("chatwire: capture_hold_rows must be 0 or more, not %s", ctx.options.capture_hold_rows)
+            return
         if self.pipeline is not None:
             self.pipeline.close()
+        if mode & 0o077:
+            log.warning("chatwire: capture_mode is %04o: others than you can read the capture at %s",
+                        mode, ctx.options.capture_path)
         if not ctx.options.capture_redact:
             log.warning("chatwire: capture_redact is off: credentials will be written to %s",
                         ctx.options.capture_path)
@@ -85,6 +114,8 @@ class ChatGPTCapture:
                 flush_ms=ctx.options.capture_flush_ms,
                 redact=ctx.options.capture_redact,
                 all_flows=ctx.options.capture_all_flows,
+                mode=mode,
+                max_held_rows=ctx.options.capture_hold_rows,
             )
         except OSError as exc:  # an unwritable path: one clear line (mitmdump exits at start-up)
             self.pipeline = None

@@ -16,6 +16,7 @@ from pathlib import Path
 from mitmproxy import http
 
 from analyzer.extract import WebSocketAnswers, extract_finished_answers, extract_flow
+from analyzer.inert import inert
 from analyzer.store.writer import CaptureWriter
 from analyzer.streams.websocket import is_conversation_frame
 
@@ -26,8 +27,11 @@ _STOP = object()
 
 class CapturePipeline:
     def __init__(self, path: str | Path, *, flush_ms: int = 1000, redact: bool = True,
-                 all_flows: bool = False, source: str = "proxy") -> None:
-        self.writer = CaptureWriter(path, flush_ms=flush_ms)
+                 all_flows: bool = False, source: str = "proxy", mode: int | None = None,
+                 max_held_rows: int | None = None) -> None:
+        """``mode``: of the capture's files (default 0600); ``max_held_rows``: how many rows wait in
+        memory while writing fails (a full disk) before further ones are dropped and counted."""
+        self.writer = CaptureWriter(path, flush_ms=flush_ms, mode=mode, max_held_rows=max_held_rows)
         self.redact = redact
         self.all_flows = all_flows
         self.source = source
@@ -66,7 +70,7 @@ class CapturePipeline:
                 if any(rows.values()):
                     self.writer.add(rows)
             except Exception:  # extract_flow does not raise; this guards the thread regardless
-                log.exception("chatwire: extraction of flow %s failed", getattr(flow, "id", "?"))
+                log.exception("chatwire: extraction of flow %s failed", inert(getattr(flow, "id", "?")))
 
     def _socket_progress(self, flow: http.HTTPFlow) -> dict:
         answers = self._sockets.get(flow.id)

@@ -26,8 +26,13 @@ def main(verbose: int) -> None:
     Example:
         analyze report captures/sample.parquet
     """
+    from analyzer.inert import InertFormatter
+
     level = logging.WARNING - 10 * verbose
-    logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    # Log lines can quote traffic (a flow id, an API's error text): inert, like every other output.
+    handler.setFormatter(InertFormatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=max(level, logging.DEBUG), handlers=[handler])
 
 
 for _name in COMMAND_MODULES:

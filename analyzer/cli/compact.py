@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import click
 
-from analyzer.cli.options import capture_arguments
+from analyzer.cli.options import capture_arguments, echo
+from analyzer.inert import inert
 from analyzer.store import Capture
 from analyzer.store.compact import compact_capture
+from analyzer.store.files import describe_os_error
 
 
 @click.command("compact")
@@ -22,6 +24,13 @@ def command(capture: Capture) -> None:
         analyze compact captures/mine.parquet
     """
     for path in capture.paths:
-        for name, merged in compact_capture(path).items():
+        # A damaged part raises CaptureError before anything is merged: capture_arguments makes it
+        # one line and exit status 1; the capture is left exactly as it was.
+        try:
+            merged_parts = compact_capture(path)
+        except OSError as exc:  # a full disk mid-merge: the merge removed its own leftovers
+            raise click.ClickException(inert(f"cannot compact {path}: {describe_os_error(exc)}; "
+                                             f"its parts are as they were")) from exc
+        for name, merged in merged_parts.items():
             if merged:
-                click.echo(f"{path}/{name}: {merged} parts merged into 1")
+                echo(f"{path}/{name}: {merged} parts merged into 1")

@@ -8,8 +8,7 @@ import shutil
 import click
 
 from analyzer.analysis import conversations as conv_lib
-from analyzer.cli.options import capture_arguments, format_option, output_option, write_output
-from analyzer.store import CaptureError
+from analyzer.cli.options import capture_arguments, format_option, mode_option, output_option, write_output
 
 
 @click.command("conversations")
@@ -20,7 +19,9 @@ from analyzer.store import CaptureError
 @click.option("-b", "--branch", type=click.Choice(["active", "all"]), default="active", show_default=True,
               help="active: the branch the user last saw; all: every regeneration and edit.")
 @output_option
-def command(capture, conversation_id: str | None, fmt: str, branch: str, output: str | None) -> None:
+@mode_option
+def command(capture, conversation_id: str | None, fmt: str, branch: str, output: str | None,
+            file_mode: int | None) -> None:
     """List the conversations of CAPTURE, or rebuild one as a transcript or a tree.
 
     The tree is merged from every source in the capture (request messages, streamed answers,
@@ -62,6 +63,4 @@ def command(capture, conversation_id: str | None, fmt: str, branch: str, output:
             }[fmt]()
     except conv_lib.ConversationNotFound as exc:
         raise click.ClickException(f"{where}: {exc}") from exc
-    except CaptureError as exc:
-        raise click.ClickException(str(exc)) from exc
-    write_output(text, output)
+    write_output(text, output, fmt, mode=file_mode)

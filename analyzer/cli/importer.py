@@ -8,6 +8,9 @@ from typing import TextIO
 
 import click
 
+from analyzer.cli.options import echo, mode_option
+from analyzer.inert import inert
+
 MAX_ERRORS_SHOWN = 20
 
 
@@ -51,7 +54,9 @@ class ProgressBar:
 @click.option("--all-flows", is_flag=True, help="Keep a flows row for every flow, not just recognised ones.")
 @click.option("--progress/--no-progress", default=None,
               help="Progress bar on stderr (default: when stderr is a terminal).")
-def command(sources: tuple[str, ...], capture: str, no_redact: bool, all_flows: bool, progress: bool | None) -> None:
+@mode_option
+def command(sources: tuple[str, ...], capture: str, no_redact: bool, all_flows: bool, progress: bool | None,
+            file_mode: int | None) -> None:
     """Import HAR files and mitmproxy flow files into CAPTURE.
 
     Each SOURCE is a HAR export (Chrome, Firefox, Safari, Charles, Fiddler, mitmproxy; .har or
@@ -66,23 +71,29 @@ def command(sources: tuple[str, ...], capture: str, no_redact: bool, all_flows: 
     from analyzer.importer import ImportFailed, import_sources  # mitmproxy: only when importing
 
     if no_redact:
-        click.echo("warning: --no-redact: bearer tokens, cookies and other secrets will be stored "
+        echo("warning: --no-redact: bearer tokens, cookies and other secrets will be stored "
                    "in the capture as they are", err=True)
     show = sys.stderr.isatty() if progress is None else progress
     bar = ProgressBar(sys.stderr) if show else None
     try:
-        summary = import_sources(sources, capture, redact=not no_redact, progress=bar, all_flows=all_flows)
+        summary = import_sources(sources, capture, redact=not no_redact, progress=bar, all_flows=all_flows,
+                                 mode=file_mode)
     except ImportFailed as exc:
         if bar:
             bar.finish()
         if exc.summary is not None:
             for line in exc.summary.errors[1:MAX_ERRORS_SHOWN]:
-                click.echo(f"error: {line}", err=True)
-        raise click.ClickException(str(exc)) from exc
+                echo(f"error: {line}", err=True)
+        raise click.ClickException(inert(exc)) from exc
     if bar:
         bar.finish()
     for line in summary.errors[:MAX_ERRORS_SHOWN]:
-        click.echo(f"error: {line}", err=True)
+        echo(f"error: {line}", err=True)
     if len(summary.errors) > MAX_ERRORS_SHOWN:
-        click.echo(f"error: … and {len(summary.errors) - MAX_ERRORS_SHOWN} more", err=True)
-    click.echo(summary.line())
+        echo(f"error: … and {len(summary.errors) - MAX_ERRORS_SHOWN} more", err=True)
+    echo(summary.line())
+    if summary.damaged_files:
+        # The whole entries are in the capture; the exit status says that the input was not whole.
+        raise click.ClickException(
+            inert(f"{len(summary.damaged_files)} damaged input file(s), whole entries kept: "
+                  f"{', '.join(str(p) for p in summary.damaged_files)}"))

@@ -7,9 +7,15 @@ from collections.abc import Callable, Sequence
 
 import click
 
+from analyzer.inert import inert, inert_json
+
 
 def capture_arguments(func: Callable) -> Callable:
-    """One or more CAPTURE directories, combined, opened as an ``analyzer.store.Capture``."""
+    """One or more CAPTURE directories, combined, opened as an ``analyzer.store.Capture``.
+
+    A capture that cannot be read — found missing here, or a damaged part found when the command
+    reads a table (``analyzer.store.reader`` raises CaptureError) — ends the command with one line
+    naming the file and exit status 1, whichever command it is."""
 
     @click.argument("capture_paths", metavar="CAPTURE...", nargs=-1, required=True, type=click.Path())
     @functools.wraps(func)
@@ -19,8 +25,11 @@ def capture_arguments(func: Callable) -> Callable:
         try:
             capture = load_capture(capture_paths)
         except CaptureError as exc:
-            raise click.ClickException(str(exc)) from exc
-        return func(*args, capture=capture, **kwargs)
+            raise click.ClickException(inert(exc)) from exc
+        try:
+            return func(*args, capture=capture, **kwargs)
+        except CaptureError as exc:
+            raise click.ClickException(inert(exc)) from exc
 
     return wrapper
 
@@ -43,20 +52,55 @@ output_option = click.option(
 )
 
 
-def write_output(text: str, output: str | None) -> None:
-    """Print ``text`` or write it atomically to ``output``: never a half-written file."""
+def echo(text: str = "", *, err: bool = False, nl: bool = True) -> None:
+    """``click.echo`` of a line that may hold text from traffic: always made ``inert`` first.
+
+    Every command prints through this (or ``write_output``), so no control character from a
+    capture reaches the terminal."""
+    click.echo(inert(text), err=err, nl=nl)
+
+
+def safe_text(text: str, fmt: str) -> str:
+    """A command's whole output made inert for its format: JSON keeps its value (``inert_json``),
+    HTML is escaped already by its template, everything else goes through ``inert``."""
+    if fmt in ("json", "openai"):
+        return inert_json(text)
+    if fmt == "html":
+        return text
+    return inert(text)
+
+
+def write_output(text: str, output: str | None, fmt: str = "text", *, mode: int | None = None) -> None:
+    """Print ``text`` (made safe for ``fmt``) or write it atomically to ``output``: never a
+    half-written file, and a new file is private (``mode``, default 0600) whatever the umask."""
+    from analyzer.store.files import write_file_atomic
+
+    text = safe_text(text, fmt)
     if output is None:
         click.echo(text, nl=not text.endswith("\n"))
         return
-    import os
-    import tempfile
+    write_file_atomic(output, text.encode("utf-8"), mode=mode)
 
-    directory = os.path.dirname(os.path.abspath(output))
-    fd, tmp = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, output)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+
+def mode_option(func: Callable) -> Callable:
+    """``--mode``: the permission bits of the files a command creates (octal, default 0600)."""
+    return click.option(
+        "--mode", "file_mode", type=OctalMode(), default=None, metavar="OCTAL",
+        help="Permissions of the files written, e.g. 0640 to share with the group (default 0600; "
+             "directories get x where r is set).",
+    )(func)
+
+
+class OctalMode(click.ParamType):
+    name = "octal"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int):
+            return value
+        try:
+            mode = int(str(value), 8)
+        except ValueError:
+            self.fail(f"{value!r} is not an octal file mode such as 0600 or 0640", param, ctx)
+        if not 0 <= mode <= 0o777:
+            self.fail(f"{value!r} is not a file mode between 000 and 777", param, ctx)
+        return mode

@@ -52,4 +52,4 @@ def command(capture: Capture, fmt: str, as_json: bool, output: str | None, site:
             diff = privacy_diff(audit, other)
     except CaptureError as exc:
         raise click.ClickException(str(exc)) from exc
-    write_output(render_audit(audit, fmt, diff), output)
+    write_output(render_audit(audit, fmt, diff), output, fmt)  # fmt: JSON stays valid JSON, text is inert

@@ -9,7 +9,8 @@ import sys
 
 import click
 
-from analyzer.cli.options import capture_arguments, format_option
+from analyzer.cli.options import capture_arguments, echo, format_option, mode_option
+from analyzer.inert import inert_json
 
 
 @click.command("replay")
@@ -33,8 +34,10 @@ from analyzer.cli.options import capture_arguments, format_option
 @click.option("-o", "--output", "out_capture", type=click.Path(file_okay=False), default=None,
               metavar="OUT_CAPTURE", help="Record every call into this capture (created or added to).")
 @format_option(["text", "json"])
+@mode_option
 def command(capture, conversation_id: str, base_url: str, model: str | None, api_key_env: str, context: str,
-            concurrency: int, retries: int, timeout: float, out_capture: str | None, fmt: str) -> None:
+            concurrency: int, retries: int, timeout: float, out_capture: str | None, fmt: str,
+            file_mode: int | None) -> None:
     """Replay a captured web conversation against an OpenAI-compatible API, turn by turn.
 
     Each user message of the conversation's active branch is sent (streamed, usage included) with
@@ -67,14 +70,22 @@ def command(capture, conversation_id: str, base_url: str, model: str | None, api
     if not plans:
         raise click.ClickException(f"{source}: conversation {conv.conversation_id} has no user message to replay")
     if context == "live" and concurrency > 1:
-        click.echo("note: --context live sends turns one after the other; --concurrency ignored", err=True)
+        echo("note: --context live sends turns one after the other; --concurrency ignored", err=True)
 
-    writer = CaptureWriter(out_capture, flush_ms=1000) if out_capture else None
+    writer = CaptureWriter(out_capture, flush_ms=1000, mode=file_mode) if out_capture else None
     client = make_client(base_url, api_key, timeout=timeout)
     replayer = Replayer(client, writer=writer, model=model, retries=retries)
     interrupted = False
+    async def run_and_close() -> None:
+        # The client's connections are closed on the loop that opened them: closed after
+        # asyncio.run they log "Task exception was never retrieved … Event loop is closed".
+        try:
+            await replayer.run(plans, context=context, concurrency=concurrency)
+        finally:
+            await client.close()
+
     try:
-        asyncio.run(replayer.run(plans, context=context, concurrency=concurrency))
+        asyncio.run(run_and_close())
     except KeyboardInterrupt:
         interrupted = True
     finally:
@@ -84,13 +95,13 @@ def command(capture, conversation_id: str, base_url: str, model: str | None, api
     meta = {"conversation_id": conv.conversation_id, "base_url": base_url, "context": context,
             "model": model, "out_capture": out_capture, "interrupted": interrupted}
     if fmt == "json":
-        click.echo(json.dumps(to_json(turns, **meta), indent=2, ensure_ascii=False, default=str))
+        echo(inert_json(json.dumps(to_json(turns, **meta), indent=2, ensure_ascii=False, default=str)))
     else:
         title = conv.title or conv.conversation_id
         header = f"replay of {title!r} ({conv.conversation_id}) against {base_url}, context {context}\n"
-        click.echo(render_table(turns, header=header), nl=False)
+        echo(render_table(turns, header=header), nl=False)
         if out_capture:
-            click.echo(f"recorded into {out_capture}" + (" (interrupted: partial)" if interrupted else ""))
+            echo(f"recorded into {out_capture}" + (" (interrupted: partial)" if interrupted else ""))
     if interrupted:
         sys.exit(130)
     if any(t.api is None or t.api.error for t in turns):

@@ -6,8 +6,15 @@ import logging
 
 import click
 
-from analyzer.cli.options import capture_arguments, format_option, json_flag, output_option, write_output
-from analyzer.store import Capture, CaptureError
+from analyzer.cli.options import (
+    capture_arguments,
+    format_option,
+    json_flag,
+    mode_option,
+    output_option,
+    write_output,
+)
+from analyzer.store import Capture
 
 log = logging.getLogger(__name__)
 
@@ -19,7 +26,9 @@ log = logging.getLogger(__name__)
 @output_option
 @click.option("--raster-n", type=click.IntRange(min=0), default=50, show_default=True,
               help="html: how many answers (the newest) the stream raster draws.")
-def command(capture: Capture, fmt: str, as_json: bool, output: str | None, raster_n: int) -> None:
+@mode_option
+def command(capture: Capture, fmt: str, as_json: bool, output: str | None, raster_n: int,
+            file_mode: int | None) -> None:
     """Summarise CAPTURE: latency first, then conversations, flows and telemetry.
 
     Several CAPTURE directories are read as one. ``text`` is for a terminal, ``markdown`` for
@@ -39,14 +48,12 @@ def command(capture: Capture, fmt: str, as_json: bool, output: str | None, raste
 
     if as_json:
         fmt = "json"
-    try:
-        if fmt == "html":
-            # render_html builds the report from the same frames its charts use: one pass over events.
-            from analyzer.analysis.html_report import render_html
+    # A damaged capture part raises CaptureError here: capture_arguments makes it one line.
+    if fmt == "html":
+        # render_html builds the report from the same frames its charts use: one pass over events.
+        from analyzer.analysis.html_report import render_html
 
-            text = render_html(capture, raster_n=raster_n)
-        else:
-            text = render(build_report(capture), fmt)
-    except CaptureError as exc:
-        raise click.ClickException(str(exc)) from exc
-    write_output(text, output)
+        text = render_html(capture, raster_n=raster_n)
+    else:
+        text = render(build_report(capture), fmt)
+    write_output(text, output, fmt, mode=file_mode)

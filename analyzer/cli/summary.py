@@ -6,7 +6,7 @@ import json
 
 import click
 
-from analyzer.cli.options import capture_arguments, format_option, json_flag
+from analyzer.cli.options import capture_arguments, echo, format_option, json_flag
 from analyzer.schema import TABLES
 from analyzer.store import Capture
 
@@ -29,12 +29,12 @@ def command(capture: Capture, fmt: str, as_json: bool, columns: bool) -> None:
         if columns:
             for name, schema in TABLES.items():
                 out[name]["columns"] = {f.name: str(f.type) for f in schema}
-        click.echo(json.dumps(out, indent=2))
+        echo(json.dumps(out, indent=2))
         return
-    click.echo(f"capture: {', '.join(str(p) for p in capture.paths)}")
+    echo(f"capture: {', '.join(str(p) for p in capture.paths)}")
     width = max(len(n) for n in TABLES)
     for name, schema in TABLES.items():
-        click.echo(f"  {name:<{width}}  {counts[name]:>9,} rows")
+        echo(f"  {name:<{width}}  {counts[name]:>9,} rows")
         if columns:
             for f in schema:
-                click.echo(f"      {f.name:<28} {f.type}")
+                echo(f"      {f.name:<28} {f.type}")

@@ -81,7 +81,9 @@ def extract_flow(flow: http.HTTPFlow, *, source: str, redact: bool = True, all_f
     try:
         kind = flow_kind(flow)
     except Exception as exc:  # never let a strange flow escape
-        log.warning("chatwire: could not recognise flow %s: %s", flow.id, exc)
+        from analyzer.inert import inert  # here, not at the top: this import block is busy
+
+        log.warning("chatwire: could not recognise flow %s: %s", inert(flow.id), inert(exc))
         kind = None
     if kind is None and not all_flows:
         return rows

@@ -4,7 +4,8 @@ Compression is recognised by magic bytes: gzip (``1f 8b``), zlib/deflate (``78 0
 mitmproxy's ``save.har`` writes for ``.zhar``) and zstd. Under it, a HAR is JSON (an optional UTF-8
 BOM, whitespace, then ``{``); a mitmproxy flow file is a stream of tnetstrings, whose first bytes
 are a decimal length and ``:``. An empty file is a flow file with no flows (``mitmdump -w`` writes
-one when nothing passed through).
+one when nothing passed through), but it is nothing to import either: ``detect`` says it is empty
+rather than guess (a failed or cancelled export is also 0 bytes).
 """
 
 from __future__ import annotations
@@ -99,6 +100,9 @@ def open_decompressed(raw: BinaryIO, compression: Compression) -> BinaryIO:
 def detect(path: Path, opener: Callable[[Path], BinaryIO] = lambda p: open(p, "rb")) -> tuple[Kind, Compression]:
     """Tell the kind and compression of ``path``; raises SourceError if it is neither kind."""
     try:
+        if path.stat().st_size == 0:
+            raise SourceError(f"{path}: empty file (0 bytes): nothing to import (an export that failed or was "
+                              f"cancelled, or a `mitmdump -w` file that no flow passed through)")
         with opener(path) as raw:
             compression = sniff_compression(raw.read(4))
             raw.seek(0)
@@ -108,6 +112,8 @@ def detect(path: Path, opener: Callable[[Path], BinaryIO] = lambda p: open(p, "r
                 raise SourceError(f"{path}: looks {compression}-compressed but cannot be decompressed ({exc})") from exc
     except OSError as exc:
         raise SourceError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    if not head:
+        raise SourceError(f"{path}: {compression}-compressed but empty inside: nothing to import")
     kind = sniff_kind(head)
     if kind is None:
         raise SourceError(f"{path}: not a HAR file or a mitmproxy flow file")

@@ -371,6 +371,13 @@ def _has_entries_list(open_stream: Callable[[], BinaryIO]) -> bool:
     return False
 
 
+def _size(path: Path) -> int | str:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return "?"
+
+
 def _skip_bom(stream: BinaryIO) -> None:
     head = stream.peek(3)[:3] if hasattr(stream, "peek") else b""
     if head == BOM:
@@ -392,11 +399,15 @@ def iter_entries(path: Path, open_stream: Callable[[], BinaryIO]) -> Iterator[tu
         except ijson.IncompleteJSONError as exc:
             text = str(exc)
             if "premature EOF" in text:
-                raise SourceError(f"{path}: truncated file: the JSON ends after {n} complete entries") from None
-            raise SourceError(f"{path}: invalid JSON after {n} complete entries ({_one_line(text)})") from None
+                raise SourceError(f"{path}: truncated file: the JSON ends after {n} complete entries "
+                                  f"(in entry {n}, at byte {_size(path)}, the end of the file)") from None
+            raise SourceError(f"{path}: invalid JSON after {n} complete entries ({_one_line(text)}; "
+                              f"in entry {n})") from None
         except ijson.JSONError as exc:
-            raise SourceError(f"{path}: invalid JSON after {n} complete entries ({_one_line(str(exc))})") from None
+            raise SourceError(f"{path}: invalid JSON after {n} complete entries ({_one_line(str(exc))}; "
+                              f"in entry {n})") from None
         except (OSError, EOFError) as exc:  # a compressed stream cut short
-            raise SourceError(f"{path}: truncated file: the compressed data ends early ({exc})") from None
+            raise SourceError(f"{path}: truncated file: the compressed data ends early after {n} complete "
+                              f"entries (in entry {n}, at byte {_size(path)}: {exc})") from None
     if n == 0 and not _has_entries_list(open_stream):
         raise SourceError(f"{path}: JSON but not a HAR file (no log.entries list)")

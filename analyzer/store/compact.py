@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import stat
 import time
 import uuid
 from pathlib import Path
@@ -27,7 +28,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from analyzer.schema import TABLES
-from analyzer.store.files import fsync_dir
+from analyzer.store.files import fsync_dir, open_new
 
 log = logging.getLogger(__name__)
 
@@ -67,9 +68,18 @@ def recover(table_dir: Path) -> None:
 
 
 def compact_table(table_dir: Path, name: str, *, min_parts: int = 2) -> int:
-    """Merge the visible parts of one table into one; returns how many parts were merged."""
+    """Merge the visible parts of one table into one; returns how many parts were merged.
+
+    Every part is checked first (``analyzer.store.reader.check_part``): a damaged one raises
+    CaptureError before anything is written. A merge that fails midway (a full disk) removes its
+    journal and temporary file: the parts are as they were. The merged part keeps the mode of
+    the first part it replaces."""
+    from analyzer.store.reader import check_part  # the reader imports this module
+
     recover(table_dir)
     parts = visible_parts(table_dir)
+    for part in parts:
+        check_part(part, name)
     if len(parts) < min_parts:
         return 0
     schema = TABLES[name]
@@ -77,19 +87,30 @@ def compact_table(table_dir: Path, name: str, *, min_parts: int = 2) -> int:
     merged = f"part-{time.time_ns() // 1_000_000:013d}-compact-{ident}.parquet"
     journal = table_dir / f".compact-{ident}.json"
     journal_tmp = table_dir / f".compact-{ident}.json.tmp"
-    journal_tmp.write_text(json.dumps({"merged": merged, "sources": [p.name for p in parts]}))
-    with open(journal_tmp, "rb+") as fh:
-        os.fsync(fh.fileno())
-    os.replace(journal_tmp, journal)
     tmp = table_dir / f".{merged}.tmp"
-    with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
-        for part in parts:
-            table = pq.read_table(part, schema=schema)
-            if table.num_rows:
-                writer.write_table(table, row_group_size=1_000_000)
-    with open(tmp, "rb+") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, table_dir / merged)
+    mode = stat.S_IMODE(parts[0].stat().st_mode)
+    try:
+        with open_new(journal_tmp, mode) as fh:
+            fh.write(json.dumps({"merged": merged, "sources": [p.name for p in parts]}).encode())
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(journal_tmp, journal)
+        with open_new(tmp, mode) as fh:
+            with pq.ParquetWriter(fh, schema, compression="zstd") as writer:
+                for part in parts:
+                    table = pq.read_table(part, schema=schema)
+                    if table.num_rows:
+                        writer.write_table(table, row_group_size=1_000_000)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, table_dir / merged)
+    except BaseException:
+        for leftover in (tmp, journal_tmp, journal):
+            try:
+                leftover.unlink(missing_ok=True)
+            except OSError:
+                pass
+        raise
     fsync_dir(table_dir)
     for part in parts:
         part.unlink(missing_ok=True)
@@ -99,6 +120,14 @@ def compact_table(table_dir: Path, name: str, *, min_parts: int = 2) -> int:
 
 
 def compact_capture(path: str | os.PathLike) -> dict[str, int]:
-    """Compact every table of a capture; returns parts merged per table."""
+    """Compact every table of a capture; returns parts merged per table.
+
+    Every part of every table is checked before any is merged: a damaged capture is left as it is."""
+    from analyzer.store.reader import check_part
+
     root = Path(path)
-    return {name: compact_table(root / name, name) for name in TABLES if (root / name).is_dir()}
+    names = [name for name in TABLES if (root / name).is_dir()]
+    for name in names:
+        for part in visible_parts(root / name):
+            check_part(part, name)
+    return {name: compact_table(root / name, name) for name in names}

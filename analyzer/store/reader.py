@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 
 from analyzer.schema import FIRST_TABLES, TABLES
 from analyzer.store.compact import superseded_parts
@@ -17,6 +18,47 @@ from analyzer.store.compact import superseded_parts
 
 class CaptureError(Exception):
     """A path that is not a readable capture; the message is one line meant for the user."""
+
+
+_checked: dict[tuple[str, int, int], None] = {}
+
+
+def check_part(path: str | os.PathLike, name: str) -> None:
+    """Raise CaptureError unless ``path`` is a whole Parquet file that belongs to table ``name``.
+
+    This is the one check every reader goes through (``Capture.arrow``, compaction): a part cut
+    short (no footer), not Parquet at all, or with a column the table does not have or of another
+    type (a part of another table dropped in) is named in one line. A part with only some of the
+    table's columns, of the right types, is one written before a column was added: it is read,
+    the missing columns as nulls.
+    """
+    part = Path(path)
+    try:
+        st = part.stat()
+    except OSError as exc:
+        raise CaptureError(f"{part}: part of table {name} cannot be read: {exc.strerror or exc}") from exc
+    key = (str(part), st.st_size, st.st_mtime_ns)
+    if key in _checked:
+        return
+    try:
+        schema = pq.read_schema(part)
+    except (pa.ArrowInvalid, OSError) as exc:
+        reason = "truncated or not a Parquet file" if st.st_size < 12 or "footer" in str(exc).lower() \
+            or "magic" in str(exc).lower() else str(exc).splitlines()[0]
+        raise CaptureError(f"{part}: damaged part of table {name} ({st.st_size} bytes): {reason}; "
+                           f"move it out of the capture to read the rest") from exc
+    expected = TABLES[name]
+    unknown = [f.name for f in schema if expected.get_field_index(f.name) < 0]
+    wrong = [f"{f.name} is {f.type}, not {expected.field(f.name).type}" for f in schema
+             if expected.get_field_index(f.name) >= 0 and not f.type.equals(expected.field(f.name).type)]
+    if unknown or wrong:
+        what = (f"column(s) {', '.join(unknown)} not in the table" if unknown else "") + \
+            ("; " if unknown and wrong else "") + ", ".join(wrong)
+        raise CaptureError(f"{part}: not a part of table {name} ({what}): every part of a table has its "
+                           f"schema (docs/schema.md); move it out of the capture")
+    if len(_checked) > 100_000:
+        _checked.clear()
+    _checked[key] = None
 
 
 def _part_files(table_dir: Path) -> list[str]:
@@ -31,10 +73,18 @@ class Capture:
     paths: tuple[Path, ...]
     _cache: dict[tuple[str, tuple[str, ...] | None], pd.DataFrame] = field(default_factory=dict, repr=False)
 
-    def arrow(self, name: str, columns: Sequence[str] | None = None) -> pa.Table:
+    def part_files(self, name: str) -> list[str]:
+        """The part files of table ``name`` a reader must read, each checked (``check_part``): for a
+        reader that needs pyarrow's dataset options ``arrow`` does not offer."""
         if name not in TABLES:
             raise KeyError(f"unknown table {name!r}")
         files = [f for p in self.paths for f in _part_files(p / name)]
+        for f in files:
+            check_part(f, name)
+        return files
+
+    def arrow(self, name: str, columns: Sequence[str] | None = None) -> pa.Table:
+        files = self.part_files(name)
         schema = TABLES[name]
         if columns is not None:
             schema = pa.schema([schema.field(c) for c in columns])
@@ -43,8 +93,9 @@ class Capture:
         try:
             dataset = ds.dataset(files, schema=TABLES[name], format="parquet")
             return dataset.to_table(columns=list(columns) if columns is not None else None)
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise CaptureError(f"{self.paths[0]}: table {name} cannot be read: {exc}") from exc
+        except (pa.ArrowInvalid, OSError) as exc:  # damage inside a part whose footer is whole
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise CaptureError(f"{self.paths[0]}: table {name} cannot be read: {first}") from exc
 
     def table(self, name: str, columns: Sequence[str] | None = None) -> pd.DataFrame:
         """The table ``name`` as a DataFrame (timestamps as tz-aware UTC)."""

@@ -17,6 +17,7 @@ import os
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import BinaryIO
@@ -24,9 +25,10 @@ from typing import BinaryIO
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from analyzer.inert import inert
 from analyzer.schema import TABLES, empty_table, rows_to_table
 from analyzer.store.compact import compact_capture, recover
-from analyzer.store.files import fsync_dir
+from analyzer.store.files import describe_os_error, fsync_dir, make_dirs, open_new
 
 log = logging.getLogger(__name__)
 
@@ -34,26 +36,42 @@ Rows = Mapping[str, list[dict]]
 STALE_TMP_S = 600
 
 
-def write_part(directory: Path, table: pa.Table, name: str) -> Path:
-    """Atomically write ``table`` as ``directory/name``: temp file, fsync, rename, fsync dir."""
-    directory.mkdir(parents=True, exist_ok=True)
+def write_part(directory: Path, table: pa.Table, name: str, mode: int | None = None) -> Path:
+    """Atomically write ``table`` as ``directory/name``: temp file, fsync, rename, fsync dir.
+
+    The file is created ``mode`` (default 0600) whatever the umask. A write that fails (a full
+    disk) removes its temporary file and raises: the directory holds whole parts only."""
+    make_dirs(directory, mode)
     final = directory / name
     tmp = directory / f".{name}.tmp"
-    with open(tmp, "wb") as fh:
-        pq.write_table(table, fh, compression="zstd")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, final)
+    try:
+        with open_new(tmp, mode) as fh:
+            pq.write_table(table, fh, compression="zstd")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, final)
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
     fsync_dir(directory)
     return final
 
 
-def init_capture(path: Path) -> None:
-    """Create the capture directory with every table present (an empty part where none exists)."""
-    path.mkdir(parents=True, exist_ok=True)
+def _unlink_quietly(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:  # a read-only remount: the hidden name is ignored by every reader anyway
+        pass
+
+
+def init_capture(path: Path, mode: int | None = None) -> None:
+    """Create the capture directory with every table present (an empty part where none exists).
+
+    New directories are ``dir_mode(mode)`` (0700 by default), new files ``mode`` (0600)."""
+    make_dirs(path, mode)
     for name in TABLES:
         table_dir = path / name
-        table_dir.mkdir(exist_ok=True)
+        make_dirs(table_dir, mode)
         # Temp files left by a crash mid-write (never renamed, never read); recent ones may belong to
         # another writer working on this capture right now, so only old ones go.
         for stale in table_dir.glob(".*.tmp"):
@@ -64,7 +82,7 @@ def init_capture(path: Path) -> None:
                 pass
         recover(table_dir)
         if not any(table_dir.glob("*.parquet")):
-            write_part(table_dir, empty_table(name), "part-00000000-empty.parquet")
+            write_part(table_dir, empty_table(name), "part-00000000-empty.parquet", mode)
 
 
 class CaptureWriter:
@@ -72,22 +90,37 @@ class CaptureWriter:
 
     ``add`` is cheap and thread-safe. With ``flush_ms`` set, a background thread flushes every
     ``flush_ms / 2`` so that rows added more than ``flush_ms`` ago are always on disk.
+
+    When writing fails (ENOSPC, EIO, EDQUOT, a read-only remount) the rows stay in memory and every
+    later flush tries again: one warning when it starts, one line when writing works again. With
+    ``max_held_rows`` set, rows added while writing fails beyond that many unwritten ones are
+    dropped and counted (``rows_dropped``); ``close`` reports them in the log and, if it can, as
+    an ``errors`` row. An import's writer (``one_part``) raises instead: an import is all or nothing.
     """
 
-    def __init__(self, path: str | os.PathLike, *, flush_ms: int | None = None, one_part: bool = False) -> None:
+    def __init__(self, path: str | os.PathLike, *, flush_ms: int | None = None, one_part: bool = False,
+                 mode: int | None = None, max_held_rows: int | None = None) -> None:
         """``one_part``: each table's flushes become row groups of one part file, published by
         ``close`` (for a writer whose whole directory is published at once, as an import's is);
-        otherwise every flush publishes its own part files."""
+        otherwise every flush publishes its own part files. ``mode``: of the files created
+        (default 0600; directories get ``x`` where ``r`` is set)."""
         self.path = Path(path)
         self.one_part = one_part
+        self.mode = mode
+        self.max_held_rows = max_held_rows
         self._open_parts: dict[str, tuple[pq.ParquetWriter, BinaryIO, Path, Path]] = {}
-        init_capture(self.path)
+        init_capture(self.path, mode)
         self._pending: dict[str, list[dict]] = {name: [] for name in TABLES}
+        self._n_pending = 0
         self._lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._writer_id = uuid.uuid4().hex[:8]
         self._seq = 0
         self.rows_written = {name: 0 for name in TABLES}
+        self.rows_dropped: Counter[str] = Counter()
+        self.write_failure: str | None = None  # why writing fails right now, None while it works
+        self.last_failure: str | None = None  # why it last failed (kept once it works again)
+        self.failed_flushes = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.flush_ms = flush_ms
@@ -98,29 +131,75 @@ class CaptureWriter:
     def add(self, rows: Rows) -> None:
         with self._lock:
             for name, table_rows in rows.items():
-                if table_rows:
-                    self._pending[name].extend(table_rows)
+                if not table_rows:
+                    continue
+                # The bound is for rows that wait because writing fails; while it works they wait at
+                # most a flush interval whatever their number.
+                failing = self.write_failure is not None and self.max_held_rows is not None
+                room = self.max_held_rows - self._n_pending if failing else None
+                if room is not None and room < len(table_rows):
+                    keep = max(room, 0)
+                    if not self.rows_dropped:
+                        log.warning("chatwire: %d rows wait to be written to %s, and it holds at most %d: "
+                                    "further rows are dropped (and counted) until writing works again",
+                                    self._n_pending, self.path, self.max_held_rows)
+                    self.rows_dropped[name] += len(table_rows) - keep
+                    table_rows = table_rows[:keep]
+                    if not table_rows:
+                        continue
+                self._pending[name].extend(table_rows)
+                self._n_pending += len(table_rows)
 
     def pending(self) -> int:
         with self._lock:
-            return sum(len(v) for v in self._pending.values())
+            return self._n_pending
 
     def flush(self) -> int:
-        """Write everything added so far; returns the number of rows written."""
+        """Write everything added so far; returns the number of rows written.
+
+        A write that fails keeps the unwritten rows for the next flush (``one_part``: raises)."""
         with self._write_lock:
             with self._lock:
                 batch, self._pending = self._pending, {name: [] for name in TABLES}
+                self._n_pending = 0
             written = 0
             rejected: list[dict] = []
-            for name, rows in batch.items():
-                if not rows:
-                    continue
-                table = self._table(name, rows, rejected)
-                if table is not None:
-                    written += self._write(name, table)
-            if rejected:
-                written += self._write("errors", rows_to_table("errors", rejected))
+            try:
+                for name in [n for n in TABLES if n != "errors"] + ["errors"]:
+                    rows = batch[name]
+                    if name == "errors" and rejected:
+                        rows = batch[name] = rows + rejected
+                    if not rows:
+                        continue
+                    table = self._table(name, rows, rejected)
+                    if table is not None:
+                        written += self._write(name, table)
+                    batch[name] = []
+            except OSError as exc:
+                if self.one_part:
+                    raise
+                self._hold(batch, exc)
+                return written
+            if self.write_failure is not None:
+                log.warning("chatwire: writing to %s works again (%d held rows written)", self.path, written)
+                self.write_failure = None
             return written
+
+    def _hold(self, batch: dict[str, list[dict]], exc: OSError) -> None:
+        """Put the rows a failed flush could not write back in front of those added meanwhile."""
+        with self._lock:
+            for name, rows in batch.items():
+                if rows:
+                    self._pending[name][:0] = rows
+                    self._n_pending += len(rows)
+            held = self._n_pending
+        self.failed_flushes += 1
+        if self.write_failure is None:
+            self.write_failure = self.last_failure = describe_os_error(exc)
+            bound = f"up to {self.max_held_rows:,}" if self.max_held_rows is not None else "all"
+            log.warning("chatwire: cannot write to %s: %s. Traffic passes untouched; %s rows are held in "
+                        "memory (%d now) and written when writing works again", self.path,
+                        self.write_failure, bound, held)
 
     def _part_name(self) -> str:
         self._seq += 1
@@ -128,12 +207,12 @@ class CaptureWriter:
 
     def _write(self, name: str, table: pa.Table) -> int:
         if not self.one_part:
-            write_part(self.path / name, table, self._part_name())
+            write_part(self.path / name, table, self._part_name(), self.mode)
         else:
             if name not in self._open_parts:
                 part = self._part_name()
                 tmp = self.path / name / f".{part}.tmp"
-                fh = open(tmp, "wb")
+                fh = open_new(tmp, self.mode)
                 self._open_parts[name] = (pq.ParquetWriter(fh, table.schema, compression="zstd"), fh, tmp,
                                           self.path / name / part)
             self._open_parts[name][0].write_table(table)
@@ -177,7 +256,8 @@ class CaptureWriter:
                 rows_to_table(name, [row])
                 good.append(row)
             except Exception as exc:
-                log.warning("chatwire: %s row of flow %s does not fit the schema: %s", name, row.get("flow_id"), exc)
+                log.warning("chatwire: %s row of flow %s does not fit the schema: %s", name,
+                            inert(row.get("flow_id")), inert(exc))
                 if name != "errors":
                     rejected.append({"flow_id": row.get("flow_id"), "stage": "write",
                                      "error": f"{name} row does not fit the schema: {type(exc).__name__}: {exc}"[:500],
@@ -194,18 +274,41 @@ class CaptureWriter:
 
     def close(self, *, compact: bool = False) -> None:
         """Stop the background thread and write what is left; ``compact`` then merges each table's
-        parts into one (a clean stop of a live capture does, see ``analyzer.store.compact``)."""
+        parts into one (a clean stop of a live capture does, see ``analyzer.store.compact``).
+
+        Rows that could not be written by then are lost: counted in ``rows_dropped``, logged, and
+        recorded as an ``errors`` row (stage ``write``) when the disk takes it."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
             self._thread = None
         self.flush()
+        if self.write_failure is not None or self.rows_dropped:
+            with self._lock:
+                for name, rows in self._pending.items():
+                    if rows:
+                        self.rows_dropped[name] += len(rows)
+                        rows.clear()
+                self._n_pending = 0
+            if self.rows_dropped:
+                self.add({"errors": [{"flow_id": None, "stage": "write", "at": time.time(),
+                                      "error": f"{self.lost_line()}"}]})
+                self.flush()
+                log.warning("chatwire: %s", self.lost_line())
         self._publish_parts()
-        if compact:
+        if compact and self.write_failure is None:
             try:
                 compact_capture(self.path)
             except Exception:  # the capture is whole without it: compaction only tidies
                 log.exception("chatwire: compacting %s failed (the capture is complete as it is)", self.path)
+
+    def lost_line(self) -> str:
+        """One line: how many rows of which tables could not be kept, and why."""
+        total = sum(self.rows_dropped.values())
+        tables = ", ".join(f"{name} {n}" for name, n in sorted(self.rows_dropped.items()) if n)
+        failure = self.write_failure or self.last_failure
+        why = f"writing failed: {failure}" if failure else "writing failed"
+        return f"{total} rows could not be written to {self.path} ({why}): {tables}"
 
     def __enter__(self) -> CaptureWriter:
         return self
