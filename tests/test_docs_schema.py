@@ -1,6 +1,6 @@
 """docs/schema.md and analyzer/schema.py describe the same tables, columns and types.
 
-Each table is a ``### <table>`` section of docs/schema.md whose first Markdown table lists
+Each table is a ``### <table>`` section of docs/schema.md whose Markdown column tables list
 ``| `column` | type | meaning |``. A failure names every column that is in one and not the other, or
 whose documented type differs, so whoever adds a column knows exactly which row to write.
 """
@@ -15,7 +15,8 @@ import pyarrow as pa
 from analyzer.schema import TABLES
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "schema.md"
-_ROW = re.compile(r"^\|\s*`([^`]+)`\s*\|\s*([^|]+?)\s*\|")
+# A row's first cell names one column or several (`a`, `b`, `c`), all of the row's type.
+_ROW = re.compile(r"^\|\s*(`[^`]+`(?:\s*,\s*`[^`]+`)*)\s*\|\s*([^|]+?)\s*\|")
 
 
 def documented_tables(text: str) -> dict[str, dict[str, str]]:
@@ -31,17 +32,17 @@ def documented_tables(text: str) -> dict[str, dict[str, str]]:
         if section is None:
             continue
         if re.match(r"^\|\s*column\s*\|\s*type\s*\|", line):
-            if section in tables:  # a second column table in one section: only the first counts
-                section = None
-                continue
-            tables[section], in_table = {}, True
+            # every column table of a section counts (a section may add columns in a later table)
+            tables.setdefault(section, {})
+            in_table = True
             continue
         if in_table:
             row = _ROW.match(line)
             if row:
-                tables[section][row.group(1)] = row.group(2)
+                for name in re.findall(r"`([^`]+)`", row.group(1)):
+                    tables[section][name] = row.group(2)
             elif not line.startswith("|"):
-                in_table, section = False, None
+                in_table = False
     return tables
 
 
