@@ -1,0 +1,187 @@
+"""Ollama's native NDJSON streams (guide 6g) through a real mitmdump: passed line by line as the
+origin sent them, one ``api_calls`` row per call with per-line timing, ``thinking`` apart from the
+visible text, the server's nanosecond timings in milliseconds; the same rows from ``mitmdump -w``
+and from mitmproxy's HAR export.
+
+Oracles: the origin's send log (the time each line went to the transport, the lines themselves,
+the final line's counters), never the capture read back against itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import ssl
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+
+from analyzer.importer import import_sources
+from analyzer.recognise import OLLAMA, is_ndjson_stream, recognise
+from analyzer.schema import TABLES
+from analyzer.store import load_capture
+
+ROOT = Path(__file__).resolve().parent.parent
+ADDON = ROOT / "addons" / "chatgpt_capture.py"
+DELAYS = "150,60"
+
+CALLS = {
+    "chat-think": ("/api/chat", {"model": "qwen3:0.6b", "think": True,
+                                 "messages": [{"role": "system", "content": "be brief"},
+                                              {"role": "user", "content": "Why is the sky blue?"}]}),
+    "generate": ("/api/generate", {"model": "llama3.2", "prompt": "Name three rivers"}),
+    "chat-whole": ("/api/chat", {"model": "llama3.2", "stream": False,
+                                 "messages": [{"role": "user", "content": "One word please"}]}),
+    "missing-model": ("/api/chat", {"model": "missing-model", "messages": [{"role": "user", "content": "hi"}]}),
+}
+
+
+def test_recognised_paths_and_the_stream_predicate():
+    assert recognise("POST", "/api/chat") == OLLAMA and recognise("POST", "/api/generate?x=1") == OLLAMA
+    assert recognise("GET", "/api/chat") is None and recognise("POST", "/api/tags") is None
+    assert is_ndjson_stream("POST", "/api/chat", "application/x-ndjson")
+    assert is_ndjson_stream("POST", "/api/generate", "application/x-ndjson; charset=utf-8")
+    assert not is_ndjson_stream("POST", "/api/chat", "application/json")
+    assert not is_ndjson_stream("POST", "/export/data", "application/x-ndjson")  # not ours: not timed
+
+
+def read_lines(client: httpx.Client, path: str, url: str, body: dict) -> tuple[httpx.Response, bytes, list[float]]:
+    """The response, its raw body and the time each NDJSON line was complete at the client."""
+    times: list[float] = []
+    raw = b""
+    with client.stream("POST", url + path, json=body, headers={"x-origin-delays-ms": DELAYS}) as response:
+        for chunk in response.iter_raw():
+            now = time.time()
+            before = raw.count(b"\n")
+            raw += chunk
+            times.extend([now] * (raw.count(b"\n") - before))
+    return response, raw, times
+
+
+def _mitmdump() -> str:
+    path = Path(sys.executable).parent / "mitmdump"
+    return str(path) if path.exists() else "mitmdump"
+
+
+def _sorted(df: pd.DataFrame) -> pd.DataFrame:
+    df = df.reset_index(drop=True)
+    return df.loc[df.astype(str).sort_values(list(df.columns)).index].reset_index(drop=True)
+
+
+@pytest.mark.slow
+def test_ollama_streams_pass_line_by_line_and_become_api_calls(tmp_path, origin, mitmdump_factory, mitm_confdir):
+    capture_path = tmp_path / "live.parquet"
+    flows_path = tmp_path / "ollama.mitm"
+    proxy = mitmdump_factory(script=ADDON, options={"capture_path": capture_path, "capture_flush_ms": 200},
+                             flow_file=flows_path)
+    since = len(origin.log())
+    verify = ssl.create_default_context(cafile=str(proxy.ca_path))
+    seen: dict[str, tuple[httpx.Response, bytes, list[float]]] = {}
+    with httpx.Client(proxy=proxy.proxy_url, verify=verify, timeout=30) as client:
+        for name, (path, body) in CALLS.items():
+            seen[name] = read_lines(client, path, origin.url, body)
+    assert proxy.stop() == 0
+    assert "Traceback" not in proxy.log_text()
+    log = origin.log(since)
+
+    def sent(name: str) -> list[dict]:
+        rid = seen[name][0].headers["x-request-id"]
+        return sorted((r for r in log if r["kind"] == "event" and r["rid"] == rid), key=lambda r: r["index"])
+
+    # 1. Passed through as sent: byte for byte, and each line within a few ms of the origin's send
+    #    (held back, the first line would wait for the last: 150 + ~12 * 60 ms).
+    for name in ("chat-think", "generate"):
+        response, raw, times = seen[name]
+        assert response.headers["content-type"] == "application/x-ndjson"
+        lines = sent(name)
+        assert raw == "".join(r["data"] for r in lines).encode()
+        lags = [(t - r["t"]) * 1000 for t, r in zip(times, lines, strict=True)]
+        assert max(lags) < 100, lags
+
+    capture = load_capture(capture_path)
+    calls = capture.table("api_calls").set_index("flow_id")
+    events = capture.table("stream_events")
+    flows = capture.table("flows").set_index("flow_id")
+    assert capture.table("errors").empty, capture.table("errors").to_dict("records")
+    assert sorted(flows.kind) == [OLLAMA] * 4
+    by_name = {}
+    for name, (_path, body) in CALLS.items():
+        rid = seen[name][0].headers.get("x-request-id")
+        match = [fid for fid in calls.index if calls.loc[fid, "request_json"] == json.dumps(body, separators=(",", ":"))]
+        assert len(match) == 1, name
+        by_name[name] = (match[0], calls.loc[match[0]], rid)
+
+    # 2. The streamed chat with thinking: text, reasoning and the server's own timings, from the log.
+    fid, call, _ = by_name["chat-think"]
+    lines = sent("chat-think")
+    objs = [json.loads(r["data"]) for r in lines]
+    assert call.endpoint == "/api/chat" and call.stream and call.n_messages == 2
+    assert call.last_user_text == "Why is the sky blue?"
+    assert call.response_text == "".join(o["message"]["content"] for o in objs)
+    assert call.reasoning_text == "".join(o["message"].get("thinking", "") for o in objs) != ""
+    final = objs[-1]
+    assert final["done"] is True and call.finish_reason == final["done_reason"] == "stop"
+    assert call.server_eval_ms == pytest.approx(final["eval_duration"] / 1e6)
+    assert call.server_prompt_eval_ms == pytest.approx(final["prompt_eval_duration"] / 1e6)
+    assert call.server_load_ms == pytest.approx(final["load_duration"] / 1e6)
+    assert call.server_total_ms == pytest.approx(final["total_duration"] / 1e6)
+    assert (call.server_eval_count, call.server_prompt_eval_count) == (final["eval_count"], final["prompt_eval_count"])
+    assert (call.prompt_tokens, call.completion_tokens, call.total_tokens) == (
+        final["prompt_eval_count"], final["eval_count"], final["prompt_eval_count"] + final["eval_count"])
+    n_thoughts = sum(1 for o in objs if o["message"].get("thinking"))
+    n_text = sum(1 for o in objs if o["message"]["content"])
+    assert (call.n_events, call.n_text_events, call.n_reasoning_events) == (len(objs), n_text, n_thoughts)
+    # per-line arrival: at or just after the origin's send; TTFT at the first visible line
+    rows = events[events.flow_id == fid].sort_values("seq")
+    at = [t.timestamp() for t in rows["at"]]
+    assert all(-0.01 < a - r["t"] < 0.1 for a, r in zip(at, lines, strict=True))
+    assert list(rows["type"]) == ["thinking"] * n_thoughts + ["content"] * n_text + ["done"]
+    start = flows.loc[fid, "started_at"].timestamp()
+    first_text = next(r["t"] for r, o in zip(lines, objs, strict=True) if o["message"]["content"])
+    first_thought = lines[0]["t"]
+    assert -10 < call.ttft_ms - (first_text - start) * 1000 < 100
+    assert -10 < call.first_reasoning_ms - (first_thought - start) * 1000 < 100
+    assert call.ttft_ms > call.first_reasoning_ms + 50 * (n_thoughts - 1)  # thoughts come first, 60 ms apart
+
+    # 3. /api/generate: "response" lines; the unstreamed chat and the 404 are rows too.
+    fid, call, _ = by_name["generate"]
+    objs = [json.loads(r["data"]) for r in sent("generate")]
+    assert call.response_text == "".join(o["response"] for o in objs) and pd.isna(call.reasoning_text)
+    assert call.server_eval_count == objs[-1]["eval_count"] and call.last_user_text == "Name three rivers"
+    fid, call, _ = by_name["chat-whole"]
+    whole = next(r for r in log if r["kind"] == "request" and r.get("api") == "ollama" and "body" in r)["body"]
+    assert not call.stream and call.response_text == whole["message"]["content"]
+    assert call.server_eval_ms == pytest.approx(whole["eval_duration"] / 1e6) and call.e2e_ms > 0
+    assert events[events.flow_id == fid].empty
+    fid, call, _ = by_name["missing-model"]
+    assert call.status_code == 404 and call.error == "HTTP 404: model 'missing-model' not found"
+
+    # 4. mitmdump -w: the same rows, timing included.
+    imported = import_sources([flows_path], tmp_path / "flowfile.parquet")
+    assert imported.errors == []
+    flow_cap = load_capture(tmp_path / "flowfile.parquet")
+    for name in TABLES:
+        a = capture.table(name).drop(columns=["source"] if name == "flows" else [])
+        b = flow_cap.table(name).drop(columns=["source"] if name == "flows" else [])
+        pd.testing.assert_frame_equal(_sorted(a), _sorted(b), check_like=True, obj=name)
+
+    # 5. mitmproxy's HAR export of that file: the same calls (a HAR has no per-chunk timing).
+    har = tmp_path / "ollama.har"
+    subprocess.run([_mitmdump(), "-q", "-nr", str(flows_path), "--set", f"hardump={har}",
+                    "--set", f"confdir={mitm_confdir}"], check=True, env=dict(os.environ), timeout=120,
+                   stdout=subprocess.DEVNULL)
+    assert import_sources([har], tmp_path / "har.parquet").errors == []
+    har_cap = load_capture(tmp_path / "har.parquet")
+    columns = ["endpoint", "model", "stream", "response_text", "reasoning_text", "finish_reason", "prompt_tokens",
+               "completion_tokens", "server_eval_ms", "server_total_ms", "n_events", "n_reasoning_events",
+               "status_code", "error"]
+    pd.testing.assert_frame_equal(_sorted(capture.table("api_calls")[columns]),
+                                  _sorted(har_cap.table("api_calls")[columns]))
+    har_events = har_cap.table("stream_events")
+    assert len(har_events) == len(events) and har_events["at"].isna().all()
+    assert sorted(har_events["text"].dropna()) == sorted(events["text"].dropna())
