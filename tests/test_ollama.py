@@ -185,3 +185,35 @@ def test_ollama_streams_pass_line_by_line_and_become_api_calls(tmp_path, origin,
     har_events = har_cap.table("stream_events")
     assert len(har_events) == len(events) and har_events["at"].isna().all()
     assert sorted(har_events["text"].dropna()) == sorted(events["text"].dropna())
+
+
+def test_an_ollama_capture_replays_as_openai_chat_chunks(tmp_path):
+    """``analyze serve`` of an Ollama capture: an OpenAI client gets chat chunks built from the
+    captured text and times, never the raw NDJSON lines."""
+    import openai
+
+    from analyzer.extract import extract_flow
+    from tests.capture_factory import make_capture
+    from tests.flows_factory import make_flow
+    from tests.test_serve import running_server
+
+    tokens = ["Rayleigh", " scattering", " mostly", "."]
+    lines = [{"model": "llama3.2", "created_at": "2026-12-01T08:00:00.1Z",
+              "message": {"role": "assistant", "content": t}, "done": False} for t in tokens]
+    lines.append({"model": "llama3.2", "created_at": "2026-12-01T08:00:00.5Z", "message": {"role": "assistant",
+                  "content": ""}, "done": True, "done_reason": "stop", "prompt_eval_count": 9, "eval_count": 4,
+                  "eval_duration": 300_000_000})
+    body = b"".join(json.dumps(line).encode() + b"\n" for line in lines)
+    flow = make_flow("POST", "/api/chat", body={"model": "llama3.2", "messages": [{"role": "user",
+                                                                                   "content": "Why blue?"}]},
+                     response_body=body, content_type="application/x-ndjson",
+                     chunk_times=[0.1, 0.15, 0.2, 0.25, 0.3])
+    rows = extract_flow(flow, source="proxy")
+    assert rows["errors"] == []
+    capture = make_capture(tmp_path / "ollama.parquet", rows)
+    with running_server(capture) as (base, _):
+        client = openai.OpenAI(base_url=base + "/v1", api_key="x", max_retries=0)
+        stream = client.chat.completions.create(model="llama3.2", stream=True,
+                                                messages=[{"role": "user", "content": "Why blue?"}])
+        text = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+    assert text == "".join(tokens)
