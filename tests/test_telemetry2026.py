@@ -23,6 +23,7 @@ from google.protobuf.json_format import MessageToJson
 
 from analyzer import recognise as kinds
 from analyzer.analysis import telemetry
+from analyzer.analysis.html_report import render_html
 from analyzer.analysis.render_report import render_markdown
 from analyzer.analysis.report import build_report
 from analyzer.extract import extract_flow
@@ -215,6 +216,8 @@ def test_telemetry_through_mitmdump_flow_file_and_har(tmp_path, origin, mitmdump
     assert tel["logs"]["by_status"] == {"error": 1, "info": 1}
     text = render_markdown(report)
     assert "### Metrics" in text and "### Logs" in text and "web_vitals.inp" in text
+    page = render_html(capture)
+    assert "<h3>Metrics and logs</h3>" in page and "<code>otlp</code></td><td class=\"num\">6<" in page
 
     # mitmdump -w: the same rows
     assert import_sources([flows_path], tmp_path / "ff.parquet").errors == []
