@@ -217,3 +217,31 @@ def test_an_ollama_capture_replays_as_openai_chat_chunks(tmp_path):
                                                 messages=[{"role": "user", "content": "Why blue?"}])
         text = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
     assert text == "".join(tokens)
+
+
+def test_server_reported_block_by_hand(tmp_path):
+    """Two Ollama calls with known timings and one OpenAI call without: the block covers the two."""
+    from analyzer.analysis.render_report import render_text
+    from analyzer.analysis.report import build_report
+    from tests.capture_factory import T0, make_capture
+
+    calls = [
+        {"flow_id": "o1", "endpoint": "/api/chat", "model": "llama3.2", "started_at": T0, "ttft_ms": 300.0,
+         "server_total_ms": 900.0, "server_load_ms": 100.0, "server_prompt_eval_ms": 150.0,
+         "server_eval_ms": 500.0, "server_eval_count": 20, "server_prompt_eval_count": 12},
+        {"flow_id": "o2", "endpoint": "/api/generate", "model": "llama3.2", "started_at": T0 + 5, "ttft_ms": 120.0,
+         "server_total_ms": 400.0, "server_load_ms": 0.0, "server_prompt_eval_ms": 50.0,
+         "server_eval_ms": 250.0, "server_eval_count": 5},
+        {"flow_id": "a1", "endpoint": "/v1/chat/completions", "model": "gpt-4o", "started_at": T0, "ttft_ms": 200.0},
+    ]
+    capture = make_capture(tmp_path / "cap.parquet", {"api_calls": calls})
+    from analyzer.store import load_capture
+
+    server = build_report(load_capture(capture))["latency"]["server_reported"]
+    assert server["calls"] == 2 and list(server["by_model"]) == ["llama3.2"]
+    # decode rates 20 / 0.5 s = 40 and 5 / 0.25 s = 20 tokens/s; TTFT − (load + prefill) = 50 and 70 ms
+    assert (server["eval_tokens_per_s"]["min"], server["eval_tokens_per_s"]["max"]) == (20.0, 40.0)
+    assert server["ttft_minus_server_prefill_ms"]["mean"] == 60.0
+    assert server["server_total_ms"]["mean"] == 650.0 and server["server_load_ms"]["max"] == 100.0
+    text = render_text(build_report(load_capture(capture)))
+    assert "Reported by the server: local models (Ollama)" in text and "eval tokens/s" in text

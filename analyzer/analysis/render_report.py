@@ -192,6 +192,18 @@ def _latency_blocks(lat: dict) -> list[Block]:
             out.append(Table(["model", "calls", "prompt tok", "completion tok", "total tok"],
                              [[m, _count(u["calls"]), _count(u["prompt_tokens"]), _count(u["completion_tokens"]),
                                _count(u["total_tokens"])] for m, u in usage.items()], "lrrrr"))
+    server = lat.get("server_reported") or {}
+    if server.get("calls"):
+        out.append(Heading("Reported by the server: local models (Ollama)", 3))
+        out.append(Para(f"{_plural(server['calls'], 'call')} with the server's own timings (milliseconds; "
+                        "tokens/s is the server's decode rate). TTFT minus prefill: the proxy's TTFT less the "
+                        "server's model load and prompt evaluation."))
+        out.append(_stats_table([("server total", server["server_total_ms"]),
+                                 ("model load", server["server_load_ms"]),
+                                 ("prompt eval", server["server_prompt_eval_ms"]),
+                                 ("eval (decode)", server["server_eval_ms"]),
+                                 ("eval tokens/s", server["eval_tokens_per_s"]),
+                                 ("TTFT minus prefill", server["ttft_minus_server_prefill_ms"])]))
     return out
 
 

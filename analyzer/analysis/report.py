@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analyzer.analysis import latency, telemetry
+from analyzer.analysis import latency, server_timing, telemetry
 from analyzer.analysis.latency import isin, model_column
 from analyzer.store import Capture
 
@@ -35,7 +35,7 @@ COLUMNS: dict[str, list[str]] = {
 def report_columns() -> dict[str, list[str]]:
     """Every (table, columns) the report reads: the benchmark measures memory against their size."""
     out: dict[str, list[str]] = {}
-    for spec in (COLUMNS, latency.COLUMNS, telemetry.COLUMNS):
+    for spec in (COLUMNS, latency.COLUMNS, telemetry.COLUMNS, server_timing.COLUMNS):
         for table, cols in spec.items():
             out.setdefault(table, [])
             out[table] += [c for c in cols if c not in out[table]]
@@ -133,6 +133,7 @@ def build_report(capture: Capture, frames: dict[str, pd.DataFrame] | None = None
                                          f["api_itl_gaps"], f.get("perf_stats")),
         "telemetry": telemetry.telemetry_report(capture),
     }
+    report["latency"]["server_reported"] = server_timing.server_reported(capture)
     return _clean(report)
 
 
