@@ -245,3 +245,25 @@ def test_server_reported_block_by_hand(tmp_path):
     assert server["server_total_ms"]["mean"] == 650.0 and server["server_load_ms"]["max"] == 100.0
     text = render_text(build_report(load_capture(capture)))
     assert "Reported by the server: local models (Ollama)" in text and "eval tokens/s" in text
+
+
+def test_origin_speaks_ollama(origin):
+    """The origin's Ollama: NDJSON lines as the real server writes them, errors as it answers them."""
+    with httpx.Client(verify=origin.verify, timeout=30) as client:
+        base = origin.url
+        streamed = client.post(base + "/api/generate", json={"model": "llama3.2", "prompt": "echo: a b c"},
+                               headers={"x-origin-delays-ms": "5,1"})
+        assert streamed.headers["content-type"] == "application/x-ndjson"
+        lines = [json.loads(line) for line in streamed.text.splitlines()]
+        assert "".join(x["response"] for x in lines) == "a b c" and [x["done"] for x in lines] == [False] * 3 + [True]
+        last = lines[-1]
+        assert last["done_reason"] == "stop" and last["eval_count"] == 3 and isinstance(last["context"], list)
+        assert all(isinstance(last[k], int) for k in ("total_duration", "load_duration", "prompt_eval_duration",
+                                                      "eval_duration"))
+        assert last["created_at"].endswith("Z")
+        whole = client.post(base + "/api/chat", json={"model": "llama3.2", "stream": False,
+                                                      "messages": [{"role": "user", "content": "echo: hi"}]}).json()
+        assert whole["message"] == {"role": "assistant", "content": "hi"} and whole["done"] is True
+        assert client.post(base + "/api/chat", json={"messages": []}).json() == {"error": "model is required"}
+        missing = client.post(base + "/api/chat", json={"model": "missing-x", "messages": []})
+        assert missing.status_code == 404 and missing.json() == {"error": "model 'missing-x' not found"}

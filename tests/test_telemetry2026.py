@@ -240,3 +240,26 @@ def test_telemetry_through_mitmdump_flow_file_and_har(tmp_path, origin, mitmdump
     pd.testing.assert_frame_equal(_sorted(logs.drop(columns=["flow_id"])),
                                   _sorted(har_cap.table("telemetry_logs").drop(columns=["flow_id"])))
     assert set(har_cap.table("errors").stage) <= {"request"}
+
+
+def test_origin_speaks_the_receivers_answers(origin):
+    """The origin's receivers answer as the real ones do, and refuse what they would refuse."""
+    with httpx.Client(verify=origin.verify, timeout=30) as client:
+        base = origin.url
+        path, body = T.statsig_rgstr([T.statsig_event("e", 1, "/", at_ms=1)])
+        assert client.post(base + path, content=body).status_code == 202
+        assert client.post(base + path, content=b"\x1f\x8bnot gzip").status_code == 400
+        assert client.post(base + "/ces/statsc/flush", json=T.statsc_flush()).json() == {"success": True}
+        message = T.otlp_request(AT)
+        ok = client.post(base + "/otlp/v1/metrics", content=message.SerializeToString(),
+                         headers={"content-type": T.PROTOBUF})
+        assert ok.status_code == 200 and ok.content == b""  # an empty ExportMetricsServiceResponse
+        bad = client.post(base + "/otlp/v1/metrics", content=b"\xff\xff\xff", headers={"content-type": T.PROTOBUF})
+        assert bad.status_code == 400
+        assert client.post(base + "/otlp/v1/metrics", content=b"x",
+                           headers={"content-type": "text/plain"}).status_code == 415
+        assert client.post(base + T.datadog_intake_path(), content=T.ndjson(T.datadog_logs("/", AT))).status_code == 202
+        download = client.get(base + "/backend-api/files/download/file_1").json()
+        assert download["download_url"].endswith(f"&sig={T.FILE_SIG}&v=0")
+    received = [r for r in origin.log() if r["kind"] == "request" and r["path"] == "/otlp/v1/metrics"]
+    assert received[-3]["n_points"] == 3
