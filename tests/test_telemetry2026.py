@@ -214,6 +214,8 @@ def test_telemetry_through_mitmdump_flow_file_and_har(tmp_path, origin, mitmdump
     tel = report["telemetry"]
     assert tel["metrics"]["points"] == 11 and tel["metrics"]["by_source"] == {"otlp": 6, "statsc": 3, "segment": 2}
     assert tel["logs"]["by_status"] == {"error": 1, "info": 1}
+    # the Statsig event on /c/CONV and both log records logged on that page name it (not captured here)
+    assert (tel["events_naming_a_conversation"], tel["events_in_conversations"]) == (3, 0)
     text = render_markdown(report)
     assert "### Metrics" in text and "### Logs" in text and "web_vitals.inp" in text
     page = render_html(capture)

@@ -32,8 +32,8 @@ COLUMNS: dict[str, list[str]] = {
     "statsig_events": ["flow_id", "host", "event_name", "user_id", "stable_id", "custom_ids", "current_page",
                        "conversation_id", "session_id"],
     "telemetry_metrics": ["flow_id", "host", "source", "name", "attributes", "resource"],
-    "telemetry_logs": ["flow_id", "host", "status", "service", "session_id", "user_id", "conversation_id",
-                       "attributes"],
+    "telemetry_logs": ["flow_id", "host", "status", "service", "message", "session_id", "user_id",
+                       "conversation_id", "attributes"],
     "flows": ["flow_id", "host", "request_headers"],
 }
 
@@ -212,11 +212,14 @@ def captured_conversations(capture: Capture) -> pd.Index:
 
 
 def conversation_links(capture: Capture) -> pd.DataFrame:
-    """Analytics events that name a conversation: source, flow_id, event, conversation_id, captured."""
+    """Analytics events (and log records) that name a conversation: source, flow_id, event,
+    conversation_id, captured. A log record's ``event`` is its message; it names the conversation
+    of the page it was logged on (``view.url``)."""
     seg = segment_events(capture)
     st = statsig_events(capture)
+    logs = telemetry_logs(capture)
     frames = []
-    for source, frame, name in (("segment", seg, "event"), ("statsig", st, "event_name")):
+    for source, frame, name in (("segment", seg, "event"), ("statsig", st, "event_name"), ("logs", logs, "message")):
         named = frame[frame["conversation_id"].notna()]
         frames.append(pd.DataFrame({"source": source, "flow_id": named["flow_id"].to_numpy(),
                                     "event": named[name].to_numpy(),
