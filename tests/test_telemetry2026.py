@@ -19,7 +19,6 @@ from pathlib import Path
 import httpx
 import pandas as pd
 import pytest
-from google.protobuf.json_format import MessageToJson
 
 from analyzer import recognise as kinds
 from analyzer.analysis import telemetry
@@ -92,7 +91,7 @@ def test_statsc_lists_and_maps():
 
 def _otlp_rows(content_type: str):
     message = T.otlp_request(AT)
-    body = message.SerializeToString() if content_type == T.PROTOBUF else MessageToJson(message).encode()
+    body = message.SerializeToString() if content_type == T.PROTOBUF else T.otlp_json(message).encode()
     flow = make_flow("POST", "/otlp/v1/metrics", body=body, host="ab.chatgpt.com", start=AT + 1,
                      request_headers={"content-type": content_type})
     return extract_flow(flow, source="test")
@@ -107,7 +106,7 @@ def test_otlp_protobuf_and_json_give_the_same_rows():
     total = rows["ui.composer.submits"]
     assert (total["metric_type"], total["value"], total["unit"]) == ("sum", 4.0, "1")
     assert total["time"] == pytest.approx(AT) and total["start_time"] == pytest.approx(AT - 60)
-    assert json.loads(total["extra"]) == {"aggregationTemporality": "AGGREGATION_TEMPORALITY_DELTA", "isMonotonic": True}
+    assert json.loads(total["extra"]) == {"aggregationTemporality": 1, "isMonotonic": True}  # 1 = DELTA
     assert rows["memory.js_heap_used"]["value"] == 48_500_000.5
     hist = rows["web_vitals.inp"]
     assert (hist["count"], hist["sum"], hist["min"], hist["max"]) == (5, 640.0, 48.0, 250.0)
@@ -156,7 +155,7 @@ def send_all(client: httpx.Client, base: str) -> None:
     answer = client.post(base + "/otlp/v1/metrics", content=message.SerializeToString(),
                          headers={"content-type": T.PROTOBUF})
     assert answer.status_code == 200 and answer.headers["content-type"] == T.PROTOBUF
-    assert client.post(base + "/otlp/v1/metrics", content=MessageToJson(message),
+    assert client.post(base + "/otlp/v1/metrics", content=T.otlp_json(message),
                        headers={"content-type": "application/json"}).json() == {}
     logs = T.datadog_logs(f"https://chatgpt.com/c/{CONV}", AT)
     assert client.post(base + T.datadog_intake_path(), content=T.ndjson(logs),

@@ -156,7 +156,8 @@ def extract_ollama(flow: http.HTTPFlow, rows: Rows, redact: bool) -> None:
                     first_reasoning_ms=thinking_offsets[0] if thinking_offsets else None)
     content = "".join(line_parts(o)[0] for o in objects)
     thinking = "".join(line_parts(o)[1] for o in objects)
-    call["response_text"] = content if objects else None
+    # an error answer ({"error": …}) has no text; a stream that said nothing visible has ""
+    call["response_text"] = content if objects and (content or response.status_code < 400) else None
     call["reasoning_text"] = thinking or None
     final = next((o for o in reversed(objects) if o.get("done") is True), None)
     errors = [o["error"] for o in objects if o.get("error") is not None]

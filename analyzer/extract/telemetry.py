@@ -159,7 +159,8 @@ PROTOBUF_TYPES = frozenset({"application/x-protobuf", "application/protobuf", "a
 
 
 def decode_otlp_metrics(data: bytes, content_type: str) -> dict:
-    """An ``ExportMetricsServiceRequest`` as its OTLP-JSON mapping (lowerCamelCase keys), from
+    """An ``ExportMetricsServiceRequest`` as its OTLP-JSON mapping (lowerCamelCase keys, enums as
+    integers), from
     protobuf (by Content-Type, or when the bytes are not JSON) or JSON."""
     looks_json = data.lstrip()[:1] in (b"{", b"[")
     if content_type in PROTOBUF_TYPES or not looks_json:
@@ -172,7 +173,8 @@ def decode_otlp_metrics(data: bytes, content_type: str) -> dict:
             message.ParseFromString(data)
         except DecodeError as exc:
             raise ExtractError("request", f"OTLP metrics body is not a valid protobuf message: {exc}") from exc
-        return MessageToDict(message)
+        # OTLP JSON writes enums as integers (aggregationTemporality: 1), as the JS exporters send them
+        return MessageToDict(message, use_integers_for_enums=True)
     try:
         body = parse_json(data)
     except ValueError as exc:

@@ -167,7 +167,7 @@ def statsc_flush() -> dict:
 def otlp_request(at: float) -> Any:
     """An ``ExportMetricsServiceRequest``: a monotonic sum, a gauge and an explicit-bucket histogram,
     as ``@opentelemetry/exporter-metrics-otlp-*`` sends them. Serialise with ``SerializeToString()``
-    (protobuf) or ``json_format.MessageToJson`` (OTLP JSON)."""
+    (protobuf) or :func:`otlp_json`."""
     from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
     from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
     from opentelemetry.proto.metrics.v1 import metrics_pb2 as m
@@ -201,6 +201,13 @@ def otlp_request(at: float) -> Any:
             ])],
     )
     return ExportMetricsServiceRequest(resource_metrics=[resource])
+
+
+def otlp_json(message: Any) -> str:
+    """OTLP JSON of a request message, as the OTLP spec and the JS exporters write it (enums as integers)."""
+    from google.protobuf.json_format import MessageToJson
+
+    return MessageToJson(message, use_integers_for_enums=True)
 
 
 def datadog_logs(page_url: str, at: float) -> list[dict]:
