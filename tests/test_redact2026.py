@@ -11,11 +11,15 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
+import subprocess
+import sys
+from pathlib import Path
 
 import aiohttp
 import httpx
 import pytest
 
+from analyzer.importer import import_sources
 from analyzer.redact import PLACEHOLDER, redact_headers, redact_json, redact_query, redact_string
 from tests.origin import formats
 from tests.origin import telemetry2026 as T
@@ -87,10 +91,10 @@ async def _websocket(url: str, proxy: str, ctx: ssl.SSLContext) -> str:
 
 
 @pytest.mark.slow
-def test_no_2026_secret_reaches_the_capture(tmp_path, origin, mitmdump_factory):
-    capture_path = tmp_path / "cap.parquet"
+def test_no_2026_secret_reaches_the_capture(tmp_path, origin, mitmdump_factory, mitm_confdir):
+    capture_path, flows_path = tmp_path / "cap.parquet", tmp_path / "raw.mitm"
     proxy = mitmdump_factory(script=ADDON, options={"capture_path": capture_path, "capture_flush_ms": 200,
-                                                    "capture_all_flows": True})
+                                                    "capture_all_flows": True}, flow_file=flows_path)
     ctx = ssl.create_default_context(cafile=str(proxy.ca_path))
     base = origin.url
     ids = {"oai-device-id": T.DEVICE_ID, "chatgpt-account-id": T.ACCOUNT_ID, "oai-session-id": T.SESSION_ID}
@@ -132,11 +136,23 @@ def test_no_2026_secret_reaches_the_capture(tmp_path, origin, mitmdump_factory):
     assert json.loads(reply) == {"type": "pong"}
     assert proxy.stop() == 0 and "Traceback" not in proxy.log_text()
 
-    blob = all_strings(capture_path)
-    for name, secret in [*SECRETS.items(), ("conduit", conduit), ("file_sig", T.FILE_SIG),
-                         *(("server", s) for s in formats.SERVER_SECRETS)]:
-        assert secret not in blob, name
-    assert T.DEVICE_ID in blob and T.ACCOUNT_ID in blob and T.SESSION_ID in blob  # identifiers, kept
+    secrets = [*SECRETS.items(), ("conduit", conduit), ("file_sig", T.FILE_SIG),
+               *(("server", s) for s in formats.SERVER_SECRETS)]
+    # the raw flow file holds them all (so the scan below could find them), …
+    raw = flows_path.read_bytes().decode("latin-1")
+    assert all(secret in raw for name, secret in secrets if name not in ("file_sig", "server")), "control"
+    # … the live capture and its imports (the flow file, and mitmproxy's HAR export of it) none
+    har = tmp_path / "raw.har"
+    subprocess.run([str(Path(sys.executable).parent / "mitmdump"), "-q", "-nr", str(flows_path),
+                    "--set", f"hardump={har}", "--set", f"confdir={mitm_confdir}"], check=True, timeout=120,
+                   stdout=subprocess.DEVNULL)
+    import_sources([flows_path], tmp_path / "from_flows.parquet", all_flows=True)
+    import_sources([har], tmp_path / "from_har.parquet", all_flows=True)
+    for path in (capture_path, tmp_path / "from_flows.parquet", tmp_path / "from_har.parquet"):
+        blob = all_strings(path)
+        for name, secret in secrets:
+            assert secret not in blob, (path.name, name)
+        assert T.DEVICE_ID in blob and T.ACCOUNT_ID in blob and T.SESSION_ID in blob  # identifiers, kept
     from analyzer.store import load_capture
 
     capture = load_capture(capture_path)
