@@ -23,6 +23,7 @@ import pytest
 from analyzer import recognise as kinds
 from analyzer.analysis import telemetry
 from analyzer.analysis.html_report import render_html
+from analyzer.analysis.privacy import privacy_audit
 from analyzer.analysis.render_report import render_markdown
 from analyzer.analysis.report import build_report
 from analyzer.extract import extract_flow
@@ -217,6 +218,11 @@ def test_telemetry_through_mitmdump_flow_file_and_har(tmp_path, origin, mitmdump
     assert (tel["events_naming_a_conversation"], tel["events_in_conversations"]) == (3, 0)
     text = render_markdown(report)
     assert "### Metrics" in text and "### Logs" in text and "web_vitals.inp" in text
+    audit = privacy_audit(capture, salt="s")
+    fields = set(audit.identifiers["field"])
+    assert {"statsig_events.session_id", "telemetry_logs.session_id", "telemetry_metrics.resource:session.id",
+            "telemetry_metrics.attributes:account_id"} <= fields
+    assert {"Datadog", "OpenTelemetry", "Segment", "Statsig"} <= set(audit.hosts.iloc[0]["processors"])
     page = render_html(capture)
     assert "<h3>Metrics and logs</h3>" in page and "<code>otlp</code></td><td class=\"num\">6<" in page
 
