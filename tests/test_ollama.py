@@ -219,7 +219,7 @@ def test_an_ollama_capture_replays_as_openai_chat_chunks(tmp_path):
     assert text == "".join(tokens)
 
 
-def test_server_reported_block_by_hand(tmp_path):
+def test_local_models_block_by_hand(tmp_path):
     """Two Ollama calls with known timings and one OpenAI call without: the block covers the two."""
     from analyzer.analysis.render_report import render_text
     from analyzer.analysis.report import build_report
@@ -237,7 +237,7 @@ def test_server_reported_block_by_hand(tmp_path):
     capture = make_capture(tmp_path / "cap.parquet", {"api_calls": calls})
     from analyzer.store import load_capture
 
-    server = build_report(load_capture(capture))["latency"]["server_reported"]
+    server = build_report(load_capture(capture))["latency"]["local_models"]
     assert server["calls"] == 2 and list(server["by_model"]) == ["llama3.2"]
     # decode rates 20 / 0.5 s = 40 and 5 / 0.25 s = 20 tokens/s; TTFT − (load + prefill) = 50 and 70 ms
     assert (server["eval_tokens_per_s"]["min"], server["eval_tokens_per_s"]["max"]) == (20.0, 40.0)

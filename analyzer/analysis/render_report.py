@@ -192,7 +192,7 @@ def _latency_blocks(lat: dict) -> list[Block]:
             out.append(Table(["model", "calls", "prompt tok", "completion tok", "total tok"],
                              [[m, _count(u["calls"]), _count(u["prompt_tokens"]), _count(u["completion_tokens"]),
                                _count(u["total_tokens"])] for m, u in usage.items()], "lrrrr"))
-    server = lat.get("server_reported") or {}
+    server = lat.get("local_models") or {}
     if server.get("calls"):
         out.append(Heading("Reported by the server: local models (Ollama)", 3))
         out.append(Para(f"{_plural(server['calls'], 'call')} with the server's own timings (milliseconds; "

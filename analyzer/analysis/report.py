@@ -133,7 +133,7 @@ def build_report(capture: Capture, frames: dict[str, pd.DataFrame] | None = None
                                          f["api_itl_gaps"], f.get("perf_stats")),
         "telemetry": telemetry.telemetry_report(capture),
     }
-    report["latency"]["server_reported"] = server_timing.server_reported(capture)
+    report["latency"]["local_models"] = server_timing.local_models(capture)
     return _clean(report)
 
 

@@ -47,8 +47,8 @@ def _block(frame: pd.DataFrame) -> dict:
     }
 
 
-def server_reported(capture: Capture) -> dict:
-    """The report's ``latency.server_reported`` object: the block for all such calls and ``by_model``."""
+def local_models(capture: Capture) -> dict:
+    """The report's ``latency.local_models`` object: the block for all such calls and ``by_model``."""
     calls = server_calls(capture)
     out = _block(calls)
     out["by_model"] = {str(model): _block(group) for model, group in
@@ -56,4 +56,4 @@ def server_reported(capture: Capture) -> dict:
     return out
 
 
-__all__ = ["COLUMNS", "server_calls", "server_reported"]
+__all__ = ["COLUMNS", "local_models", "server_calls"]
