@@ -12,8 +12,6 @@ Routes (any host; the real ones are chatgpt.com and ab.chatgpt.com):
   request's encoding, 400 for a body that does not decode, 415 for any other Content-Type.
 - ``POST /ces/v1/telemetry/intake?ddforward=/api/v2/logs?…`` and ``/api/v2/logs``: Datadog
   browser logs, NDJSON; answers 202 ``{}``.
-- ``GET /backend-api/files/download/{id}``: the signed ``estuary/content?…&sig=…`` URL of a file
-  (guide 6e); the ``sig`` is a credential, in :data:`FILE_SIG`.
 
 The builders below (``statsig_rgstr``, ``segment_series``, ``statsc_flush``, ``otlp_request``,
 ``datadog_logs``) make the bodies the page sends, with known values for tests to check against.
@@ -31,7 +29,6 @@ from urllib.parse import urlencode
 if TYPE_CHECKING:
     from tests.origin.server import OriginApp, Request, Send
 
-FILE_SIG = "EstuarySigSecret0f9e8d7c6b5a4f3e2d1c"
 DEVICE_ID = "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d"
 ACCOUNT_ID = "acct-5e6f7a8b-0000-4000-8000-00000000a001"
 SESSION_ID = "oai-sess-7c1d2e3f-1111-4222-8333-444455556666"
@@ -73,14 +70,6 @@ async def handle_http(app: OriginApp, req: Request, send: Send) -> bool:
         return True
     if method == "POST" and path.endswith("/v1/metrics"):
         await _otlp_metrics(app, req, send)
-        return True
-    if method == "GET" and path.startswith("/backend-api/files/download/"):
-        file_id = path.rsplit("/", 1)[1]
-        url = (f"https://{req.host}/backend-api/estuary/content?id={file_id}&ts=490731&p=fs&cid=1"
-               f"&sig={FILE_SIG}&v=0")
-        app._log_request(req, 200)
-        await app._json(send, 200, {"status": "success", "download_url": url, "metadata": {},
-                                    "file_name": "image.png", "creation_time": None})
         return True
     return False
 
