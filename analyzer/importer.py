@@ -125,7 +125,8 @@ def might_be_ours(entry: dict) -> bool:
         if entry.get("_webSocketMessages"):
             return True
         request = entry["request"]
-        return recognise(request["method"], urlsplit(request["url"]).path) is not None
+        url = urlsplit(request["url"])  # the query too: Datadog logs are told apart by ddforward
+        return recognise(request["method"], f"{url.path}?{url.query}" if url.query else url.path) is not None
     except Exception:
         return True
 

@@ -17,10 +17,18 @@ FILE_DOWNLOAD = "file_download"
 CODEX_ANALYTICS = "codex_analytics"
 MCP = "mcp"
 CODEX_READ = "codex_read"
+
+# 2026 telemetry (guide 6f) and local models (6g)
+SEGMENT_METRICS = "segment_metrics"
+STATSC = "statsc"
+OTLP_METRICS = "otlp_metrics"
+DATADOG_LOGS = "datadog_logs"
+OLLAMA = "ollama"
 OTHER = "other"
 
 KINDS = (CONVERSATION, CONVERSATION_READ, CONVERSATION_WEBSOCKET, LATENCY_BEACON, SEGMENT, STATSIG, API,
-         STREAM_CONTROL, CONVERSATION_PAGE, FILE_DOWNLOAD, CODEX_ANALYTICS, MCP, CODEX_READ)
+         STREAM_CONTROL, CONVERSATION_PAGE, FILE_DOWNLOAD, CODEX_ANALYTICS, MCP, CODEX_READ, SEGMENT_METRICS,
+         STATSC, OTLP_METRICS, DATADOG_LOGS, OLLAMA)
 
 # POST /backend-api/conversation, /backend-anon/conversation, /backend-api/f/conversation,
 # /backend-anon/f/conversation, /backend-api/f/conversation/resume (any prefix, e.g. a reverse proxy).
@@ -50,6 +58,17 @@ _CODEX_RESPONSES = re.compile(r"/backend-api/codex/responses/?$")
 _CODEX_ANALYTICS = re.compile(r"/backend-api/codex/analytics-events/events/?$")
 _MCP = re.compile(r"/backend-api/ps/mcp/?$")
 _CODEX_READ = re.compile(r"/backend-api/(?:codex/models|wham/.+|ps/plugins/.+)$")
+# Segment's metrics series (analytics.js RemoteMetrics: api.segment.io/v1/m, ChatGPT's /ces/v1/m).
+_SEGMENT_METRICS = re.compile(r"/v1/m/?$")
+_STATSC = re.compile(r"/ces/statsc/flush/?$")
+# OTLP/HTTP metrics export (ab.chatgpt.com/otlp/v1/metrics; /v1/metrics is the OTLP default path).
+_OTLP_METRICS = re.compile(r"/v1/metrics/?$")
+# Datadog browser logs: straight to the intake, or through ChatGPT's forwarder with ddforward=/api/v2/logs.
+_DATADOG_LOGS = re.compile(r"/api/v2/logs/?$")
+_DATADOG_FORWARDER = re.compile(r"/ces/v1/telemetry/intake/?$")
+_DDFORWARD_LOGS = re.compile(r"(?:^|&)ddforward=(?:/|%2F)api(?:/|%2F)v2(?:/|%2F)logs(?:$|[?&%])", re.I)
+# Ollama's native API (the OpenAI-compatible /v1/chat/completions is API above).
+_OLLAMA = re.compile(r"/api/(?:chat|generate)/?$")
 
 
 def strip_query(path: str) -> str:
@@ -58,6 +77,7 @@ def strip_query(path: str) -> str:
 
 def recognise(method: str, path: str) -> str | None:
     """The kind of an HTTP request, or None when chatwire does not extract it."""
+    query = path.split("#", 1)[0].partition("?")[2]
     path = strip_query(path)
     method = method.upper()
     if method == "POST":
@@ -77,6 +97,16 @@ def recognise(method: str, path: str) -> str | None:
             return CODEX_ANALYTICS
         if _MCP.search(path):
             return MCP
+        if _SEGMENT_METRICS.search(path):
+            return SEGMENT_METRICS
+        if _STATSC.search(path):
+            return STATSC
+        if _OTLP_METRICS.search(path):
+            return OTLP_METRICS
+        if _DATADOG_LOGS.search(path) or (_DATADOG_FORWARDER.search(path) and _DDFORWARD_LOGS.search(query)):
+            return DATADOG_LOGS
+        if _OLLAMA.search(path):
+            return OLLAMA
     elif method == "GET":
         if _STREAM_STATUS.search(path):
             return STREAM_CONTROL
@@ -137,4 +167,16 @@ def is_stream_answer(content_type: str | None, accept: str | None) -> bool:
 
 def might_stream(method: str, path: str) -> bool:
     """True for requests whose answer may be an event stream worth timing chunk by chunk."""
-    return recognise(method, path) in (CONVERSATION, API, MCP)
+    return recognise(method, path) in (CONVERSATION, API, MCP, OLLAMA)
+
+
+NDJSON_TYPES = frozenset({"application/x-ndjson", "application/ndjson", "application/jsonl",
+                          "application/x-jsonlines"})
+
+
+def is_ndjson_stream(method: str, path: str, content_type: str | None) -> bool:
+    """True when an answer is a recognised Ollama NDJSON stream that must pass chunk by chunk.
+
+    Only for the recognised paths: an NDJSON download elsewhere is no stream of ours to time."""
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    return media in NDJSON_TYPES and recognise(method, path) == OLLAMA

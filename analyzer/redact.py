@@ -1,8 +1,10 @@
 """Redaction: secrets are replaced by a fixed placeholder before anything reaches disk.
 
 Header names and JSON shapes are kept; only values change. Three layers: by header name, by
-JSON key, and a final scan of every string for token shapes (JWTs, API keys, bearer values),
-so a secret in an unexpected place (a query string, an error message) is caught too.
+JSON key, and a final scan of every string for token shapes (JWTs, API keys, bearer values, the
+``sig=`` of signed URLs), so a secret in an unexpected place (a query string, an error message, a
+download URL inside a stream event) is caught too. Device and account ids (``Oai-Device-Id``,
+``Chatgpt-Account-Id``, ``Oai-Session-Id``) are identifiers, not credentials: they are kept.
 """
 
 from __future__ import annotations
@@ -36,6 +38,11 @@ _TOKEN_SHAPES = re.compile(
     r"eyJ[A-Za-z0-9_-]{6,}\.[A-Za-z0-9_-]{6,}\.[A-Za-z0-9_-]*"  # JWT
     r"|\bsk-(?:proj-|ant-)?[A-Za-z0-9_-]{16,}"  # OpenAI-style API keys
     r"|(?<=[Bb]earer )[A-Za-z0-9._~+/=-]{8,}"  # any bearer value
+    # A signed URL's signature (estuary/content?…&sig=…, guide 6e) wherever the URL is: plain,
+    # JSON-escaped (\u0026sig=), HTML-escaped (&amp;sig=) or percent-encoded inside another URL.
+    r"|(?:(?<=[?&;]sig=)|(?<=\\u0026sig=))[^&#\"'\s\\<>]+"
+    r"|(?<=%26sig%3[Dd])(?:(?!%26)[^&#\"'\s\\<>])+"
+    r"|(?<=%3[Ff]sig%3[Dd])(?:(?!%26)[^&#\"'\s\\<>])+"
 )
 
 
@@ -121,14 +128,14 @@ def redact_query(query: str) -> str:
 
 
 def _might_hold_token(text: str) -> bool:
-    return "eyJ" in text or "sk-" in text or "earer" in text
+    return "eyJ" in text or "sk-" in text or "earer" in text or "sig=" in text or "sig%3" in text
 
 
 def redact_rows(rows: Mapping[str, list[dict]]) -> None:
     """Last line of defence: scrub token shapes from every string cell, in place.
 
-    Each table is first serialised in one C call and searched for the three markers every token
-    shape contains; only a table that has one (or that cannot be serialised so) is scrubbed cell
+    Each table is first serialised in one C call and searched for the four markers every token
+    shape contains (``sig=`` or ``sig%3`` for signed URLs); only a table that has one (or that cannot be serialised so) is scrubbed cell
     by cell. Same result as scrubbing every cell, without a Python step per cell in the usual
     case of nothing to find. (The markers are ASCII letters and ``-``: JSON never escapes them.)
     """
@@ -138,7 +145,8 @@ def redact_rows(rows: Mapping[str, list[dict]]) -> None:
         if orjson is not None:
             try:
                 dumped = orjson.dumps(table_rows)
-                if b"eyJ" not in dumped and b"sk-" not in dumped and b"earer" not in dumped:
+                if (b"eyJ" not in dumped and b"sk-" not in dumped and b"earer" not in dumped
+                        and b"sig=" not in dumped and b"sig%3" not in dumped):
                     continue
             except (TypeError, orjson.JSONEncodeError):
                 pass  # a cell orjson cannot write (a lone surrogate, bytes…): look at each cell

@@ -195,6 +195,8 @@ TABLES: dict[str, pa.Schema] = {
         ("conversation_id", STR),
         ("sdk_type", STR),
         ("sdk_version", STR),
+        # The SDK session: the query's ``sid`` (js-client 3.x) or ``statsigMetadata.sessionID``.
+        ("session_id", STR),
     ),
     # OpenAI-compatible API calls (/v1/chat/completions, /v1/responses), streamed or not.
     "api_calls": _schema(
@@ -240,6 +242,13 @@ TABLES: dict[str, pa.Schema] = {
         ("codex_beta_features", STR),
         ("codex_turn_metadata", STR),
         ("extra", STR),
+        # The server's own account of the call (Ollama's last line, nanoseconds made milliseconds).
+        ("server_total_ms", F64),
+        ("server_load_ms", F64),
+        ("server_prompt_eval_count", I64),
+        ("server_prompt_eval_ms", F64),
+        ("server_eval_count", I64),
+        ("server_eval_ms", F64),
     ),
     # Every recognised flow that could not be fully parsed, and why.
     "errors": _schema(
@@ -369,6 +378,50 @@ TABLES: dict[str, pa.Schema] = {
         ("error", STR),
         ("error_kind", STR),
         ("slo_ok", BOOL),
+    ),
+    # One row per metric data point the page reports: Segment's /v1/m series, /ces/statsc/flush
+    # counters and histograms, OpenTelemetry (OTLP/HTTP, JSON or protobuf) metrics.
+    "telemetry_metrics": _schema(
+        ("flow_id", STR),
+        ("sent_at", TS),
+        ("host", STR),
+        ("endpoint", STR),
+        ("source", STR),
+        ("seq", I64),
+        ("name", STR),
+        ("metric_type", STR),
+        ("value", F64),
+        ("count", I64),
+        ("sum", F64),
+        ("min", F64),
+        ("max", F64),
+        ("unit", STR),
+        ("time", TS),
+        ("start_time", TS),
+        ("attributes", STR),
+        ("resource", STR),
+        ("extra", STR),
+    ),
+    # One row per log record the page ships: Datadog browser logs (NDJSON), direct or forwarded
+    # through /ces/v1/telemetry/intake?ddforward=/api/v2/logs.
+    "telemetry_logs": _schema(
+        ("flow_id", STR),
+        ("sent_at", TS),
+        ("host", STR),
+        ("endpoint", STR),
+        ("source", STR),
+        ("seq", I64),
+        ("time", TS),
+        ("status", STR),
+        ("service", STR),
+        ("logger", STR),
+        ("origin", STR),
+        ("message", STR),
+        ("session_id", STR),
+        ("user_id", STR),
+        ("view_url", STR),
+        ("conversation_id", STR),
+        ("attributes", STR),
     ),
 }
 

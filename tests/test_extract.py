@@ -33,7 +33,7 @@ SECRET_JWT = "eyJhbGciOiJFUzI1NiJ9.eyJjb25kdWl0IjoidGVzdCJ9.c2lnbmF0dXJlLWZvci10
         ("POST", "/backend-api/lat/r", "latency_beacon"),
         ("POST", "/ces/v1/b", "segment"),
         ("POST", "/ces/v1/t", "segment"),
-        ("POST", "/ces/statsc/flush", None),
+        ("POST", "/ces/statsc/flush", "statsc"),  # counters and histograms (guide 6f)
         ("POST", "/ces/v1/telemetry/intake", None),
         ("POST", "/v1/rgstr?k=client-x&gz=1", "statsig"),
         ("POST", "/v1/initialize", None),

@@ -532,6 +532,8 @@ def render_html(capture: Capture, report: dict | None = None, *, raster_n: int =
         "telemetry": telemetry_chart(report, top_n),
         "identifiers": report["telemetry"]["identifiers"],
         "privacy": privacy_audit(capture).to_dict(),
+        "tel_metrics": report["telemetry"].get("metrics") or {"points": 0, "by_source": {}},
+        "tel_logs": report["telemetry"].get("logs") or {"records": 0, "by_status": {}},
         "api": api_section(report, frames, palette),
         "codex": codex_section(capture, report, palette),
         "errors": error_groups(capture),

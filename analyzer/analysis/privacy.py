@@ -65,7 +65,8 @@ OWNERS: dict[str, str] = {
 # Which analytics service's format a flow kind is: a first-party host that receives one is a
 # proxied third-party endpoint (ChatGPT sends Segment through chatgpt.com/ces/, Statsig through
 # ab.chatgpt.com), which a domain-only audit would call first party.
-PROCESSORS: dict[str, str] = {"segment": "Segment", "statsig": "Statsig"}
+PROCESSORS: dict[str, str] = {"segment": "Segment", "statsig": "Statsig", "segment_metrics": "Segment",
+                              "datadog_logs": "Datadog", "otlp_metrics": "OpenTelemetry"}
 
 # Request header names that carry an identifier, by kind. Others are found by name shape below.
 _HEADER_KINDS = {
@@ -241,16 +242,21 @@ def _flow_sightings(groups: pd.DataFrame) -> list[dict]:
 
 # Analytics tables: (table, time column, {column: kind}, JSON columns searched for id members).
 # The service a body is addressed to is its processor, whichever host received it.
-_BODY_SOURCES: tuple[tuple[str, str, str, dict[str, str], tuple[str, ...]], ...] = (
+# (table, analytics service or None = by the flow's kind, time column, id columns, JSON columns)
+_BODY_SOURCES: tuple[tuple[str, str | None, str, dict[str, str], tuple[str, ...]], ...] = (
     ("segment_events", "Segment", "sent_at", {"user_id": "user_id", "anonymous_id": "anonymous_id"},
      ("context", "properties")),
-    ("statsig_events", "Statsig", "sent_at", {"user_id": "user_id", "stable_id": "stable_id"},
+    ("statsig_events", "Statsig", "sent_at", {"user_id": "user_id", "stable_id": "stable_id",
+                                              "session_id": "session_id"},
      ("custom_ids", "metadata")),
+    ("telemetry_metrics", None, "sent_at", {}, ("attributes", "resource")),
+    ("telemetry_logs", "Datadog", "sent_at", {"session_id": "session_id", "user_id": "user_id"}, ("attributes",)),
 )
 
 
 def _body_sightings(capture: Capture, flows: pd.DataFrame) -> list[dict]:
     endpoint = flows.set_index("flow_id")["path"]
+    kind_of = flows.set_index("flow_id")["kind"]
     found: list[dict] = []
     for table, processor, time_column, id_columns, json_columns in _BODY_SOURCES:
         columns = ["flow_id", "host", time_column, *id_columns, *json_columns]
@@ -259,9 +265,11 @@ def _body_sightings(capture: Capture, flows: pd.DataFrame) -> list[dict]:
             continue
         frame["host"] = frame["host"].fillna(UNKNOWN_HOST)
         frame["endpoint"] = frame["flow_id"].map(endpoint)
+        frame["processor"] = processor if processor else frame["flow_id"].map(kind_of).map(PROCESSORS)
         for row in frame.itertuples(index=False):
             at = getattr(row, time_column)
-            base = {"host": row.host, "endpoint": row.endpoint, "processor": processor, "n": 1, "first": at,
+            proc = row.processor if isinstance(row.processor, str) else None
+            base = {"host": row.host, "endpoint": row.endpoint, "processor": proc, "n": 1, "first": at,
                     "last": at}
             for column, kind in id_columns.items():
                 value = getattr(row, column)
@@ -274,7 +282,7 @@ def _body_sightings(capture: Capture, flows: pd.DataFrame) -> list[dict]:
                     continue
                 for match in ID_MEMBER.finditer(text):
                     key = match.group("key")
-                    kind = KEY_TO_KIND.get(key.lower().replace("_", "").replace("-", ""), "other_id")
+                    kind = KEY_TO_KIND.get(re.sub(r"[._-]", "", key.lower()), "other_id")
                     found.append({**base, "kind": kind, "name": key, "location": "body",
                                   "field": f"{table}.{column}:{key}", "value": match.group("value")})
     return found

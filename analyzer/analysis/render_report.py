@@ -192,6 +192,18 @@ def _latency_blocks(lat: dict) -> list[Block]:
             out.append(Table(["model", "calls", "prompt tok", "completion tok", "total tok"],
                              [[m, _count(u["calls"]), _count(u["prompt_tokens"]), _count(u["completion_tokens"]),
                                _count(u["total_tokens"])] for m, u in usage.items()], "lrrrr"))
+    server = lat.get("local_models") or {}
+    if server.get("calls"):
+        out.append(Heading("Reported by the server: local models (Ollama)", 3))
+        out.append(Para(f"{_plural(server['calls'], 'call')} with the server's own timings (milliseconds; "
+                        "tokens/s is the server's decode rate). TTFT minus prefill: the proxy's TTFT less the "
+                        "server's model load and prompt evaluation."))
+        out.append(_stats_table([("server total", server["server_total_ms"]),
+                                 ("model load", server["server_load_ms"]),
+                                 ("prompt eval", server["server_prompt_eval_ms"]),
+                                 ("eval (decode)", server["server_eval_ms"]),
+                                 ("eval tokens/s", server["eval_tokens_per_s"]),
+                                 ("TTFT minus prefill", server["ttft_minus_server_prefill_ms"])]))
     return out
 
 
@@ -232,8 +244,11 @@ def _capture_blocks(cap: dict, conv: dict) -> list[Block]:
 def _telemetry_blocks(tel: dict) -> list[Block]:
     out: list[Block] = [Heading("Telemetry")]
     seg, st = tel["segment"], tel["statsig"]
-    if not seg["events"] and not st["events"] and not tel["identifiers"]:
-        return out + [Para("No Segment or Statsig events in this capture.")]
+    metrics = tel.get("metrics") or {"points": 0}
+    logs = tel.get("logs") or {"records": 0}
+    if not seg["events"] and not st["events"] and not tel["identifiers"] and not metrics["points"] \
+            and not logs["records"]:
+        return out + [Para("No Segment or Statsig events, metrics or logs in this capture.")]
     out.append(Para(f"Segment: {_plural(seg['events'], 'event')}; Statsig: {_plural(st['events'], 'event')}. "
                     f"{_plural(tel['events_in_conversations'], 'analytics event')} name a captured conversation "
                     f"({_plural(tel.get('conversations_linked', 0), 'conversation')}; "
@@ -245,6 +260,16 @@ def _telemetry_blocks(tel: dict) -> list[Block]:
     if st["events"]:
         out.append(Heading("Statsig events", 3))
         out.append(_top(st["by_event"], "event"))
+    if metrics["points"]:
+        out.append(Heading("Metrics", 3))
+        out.append(Para(f"{_plural(metrics['points'], 'data point')} (Segment series, statsc counters and "
+                        "histograms, OpenTelemetry)."))
+        out.append(Table(["source", "points"], [[k, _count(n)] for k, n in metrics["by_source"].items()], "lr"))
+        out.append(_top(metrics["by_name"], "metric"))
+    if logs["records"]:
+        out.append(Heading("Logs", 3))
+        out.append(Para(f"{_plural(logs['records'], 'log record')} (Datadog browser logs)."))
+        out.append(Table(["status", "records"], [[k, _count(n)] for k, n in logs["by_status"].items()], "lr"))
     if tel["identifiers"]:
         out.append(Heading("Identifiers sent, by host", 3))
         rows = []

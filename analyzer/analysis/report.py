@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analyzer.analysis import codex, latency, telemetry
+from analyzer.analysis import codex, latency, server_timing, telemetry
 from analyzer.analysis.latency import isin, model_column
 from analyzer.store import Capture
 
@@ -37,7 +37,7 @@ def report_columns() -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     codex_columns = {"api_calls": codex.CALL_COLUMNS, "rate_limits": codex.LIMIT_COLUMNS,
                      "codex_analytics_events": codex.EVENT_COLUMNS}
-    for spec in (COLUMNS, latency.COLUMNS, telemetry.COLUMNS, codex_columns):
+    for spec in (COLUMNS, latency.COLUMNS, telemetry.COLUMNS, server_timing.COLUMNS, codex_columns):
         for table, cols in spec.items():
             out.setdefault(table, [])
             out[table] += [c for c in cols if c not in out[table]]
@@ -136,6 +136,7 @@ def build_report(capture: Capture, frames: dict[str, pd.DataFrame] | None = None
         "telemetry": telemetry.telemetry_report(capture),
         "codex": codex.codex_block(capture, f["api"], f["api_itl_gaps"]),
     }
+    report["latency"]["local_models"] = server_timing.local_models(capture)
     return _clean(report)
 
 

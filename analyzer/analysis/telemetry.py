@@ -1,12 +1,15 @@
-"""Product analytics in a capture: Segment and Statsig events, the identifiers they carry, and the
-conversations they name.
+"""Product analytics in a capture: Segment and Statsig events, the 2026 metric series and logs
+(``telemetry_metrics``, ``telemetry_logs``), the identifiers they carry, and the conversations they name.
 
 The identifiers table answers a privacy reviewer's question, "which identifier goes to which host":
 one entry per (identifier kind, host) with how many distinct values and events carried it, and
 ``hosts``: every host that received at least one of the same values (so a value shared across hosts
 shows up as a link). Identifiers come from columns (Segment ``userId``/``anonymousId``, Statsig
-``userID``/``stableID``) and from keys found inside the JSON of Segment ``context``/``properties`` and
-Statsig ``custom_ids`` (``workspace_id``, ``deviceID``, …), extracted with one vectorised regex pass.
+``userID``/``stableID``/``sid``, Datadog ``session_id``/``usr.id``), from keys found inside the JSON of
+Segment ``context``/``properties``, Statsig ``custom_ids`` and the metrics' and logs' attributes
+(``workspace_id``, ``deviceID``, OTel ``session.id``, …), and from the request headers the web app and
+the Codex CLI send with every call (``Oai-Device-Id``, ``Chatgpt-Account-Id``, ``Oai-Session-Id``),
+each extracted with one vectorised regex pass.
 """
 
 from __future__ import annotations
@@ -27,7 +30,11 @@ COLUMNS: dict[str, list[str]] = {
         "properties", "context",
     ],
     "statsig_events": ["flow_id", "host", "event_name", "user_id", "stable_id", "custom_ids", "current_page",
-                       "conversation_id"],
+                       "conversation_id", "session_id"],
+    "telemetry_metrics": ["flow_id", "host", "source", "name", "attributes", "resource"],
+    "telemetry_logs": ["flow_id", "host", "status", "service", "message", "session_id", "user_id",
+                       "conversation_id", "attributes"],
+    "flows": ["flow_id", "host", "request_headers"],
 }
 
 # Identifier kinds in report order; JSON keys are normalised (lower case, no '_'/'-') and looked up here.
@@ -37,12 +44,19 @@ KEY_TO_KIND = {
     "workspaceid": "workspace_id", "accountid": "account_id", "deviceid": "device_id", "oaidid": "device_id",
     "sessionid": "session_id",
 }
-# A string-valued JSON member whose key names an identifier, anywhere in the document (nested too).
+# A string-valued JSON member whose key names an identifier, anywhere in the document (nested too);
+# ``.`` as in OpenTelemetry's ``session.id``.
 ID_MEMBER = re.compile(
-    r'"(?P<key>user_?id|anonymous_?id|stable_?id|workspace_?id|account_?id|device_?id|oai-did|session_?id)"'
+    r'"(?P<key>user[._]?id|anonymous[._]?id|stable[._]?id|workspace[._]?id|account[._]?id|device[._]?id'
+    r'|oai-did|session[._]?id)"'
     r'\s*:\s*"(?P<value>[^"\\]+)"',
     re.IGNORECASE,
 )
+# Identifier request headers (guide 6d; also the Codex CLI's chatgpt-account-id), in the flows
+# table's ``request_headers`` JSON (``[["name", "value"], ...]``).
+_ID_HEADER = re.compile(
+    r'\["(?P<key>oai-device-id|chatgpt-account-id|oai-session-id)",\s*"(?P<value>[^"\\]+)"\]', re.IGNORECASE)
+_HEADER_TO_KIND = {"oai-device-id": "device_id", "chatgpt-account-id": "account_id", "oai-session-id": "session_id"}
 _CONVERSATION_IN_PATH = r"/c/([0-9A-Za-z][0-9A-Za-z-]{7,})"
 UNKNOWN_HOST = "(unknown)"
 IDENTIFIER_COLUMNS = ["kind", "host", "distinct_values", "events", "hosts", "sources"]
@@ -72,6 +86,38 @@ def statsig_events(capture: Capture) -> pd.DataFrame:
     return _events(capture, "statsig_events", "current_page")
 
 
+def telemetry_metrics(capture: Capture) -> pd.DataFrame:
+    """Metric data points (Segment series, statsc, OTLP) with ``host`` filled."""
+    frame = _dedupe(capture, capture.table("telemetry_metrics", COLUMNS["telemetry_metrics"])).copy()
+    frame["host"] = frame["host"].fillna(UNKNOWN_HOST)
+    return frame
+
+
+def telemetry_logs(capture: Capture) -> pd.DataFrame:
+    """Log records (Datadog browser logs) with ``host`` filled."""
+    frame = _dedupe(capture, capture.table("telemetry_logs", COLUMNS["telemetry_logs"])).copy()
+    frame["host"] = frame["host"].fillna(UNKNOWN_HOST)
+    return frame
+
+
+def _from_headers(capture: Capture) -> pd.DataFrame:
+    """Identifier request headers: one sighting per (flow, header value)."""
+    flows = capture.table("flows", COLUMNS["flows"])
+    if len(capture.paths) > 1 and len(flows):
+        flows = flows.drop_duplicates("flow_id", ignore_index=True)
+    text = flows["request_headers"].dropna().astype("str")
+    text = text[text.str.contains("-id", regex=False)]
+    if text.empty:
+        return pd.DataFrame(columns=["event", "host", "kind", "value", "source"])
+    found = text.str.extractall(_ID_HEADER)
+    if found.empty:
+        return pd.DataFrame(columns=["event", "host", "kind", "value", "source"])
+    rows = found.index.get_level_values(0)
+    return pd.DataFrame({"event": rows, "host": flows.loc[rows, "host"].fillna(UNKNOWN_HOST).to_numpy(),
+                         "kind": found["key"].str.lower().map(_HEADER_TO_KIND).to_numpy(),
+                         "value": found["value"].to_numpy(), "source": "headers"})
+
+
 def _from_columns(frame: pd.DataFrame, source: str, columns: dict[str, str]) -> pd.DataFrame:
     parts = []
     for column, kind in columns.items():
@@ -94,7 +140,7 @@ def _from_json(frame: pd.DataFrame, source: str, columns: list[str]) -> pd.DataF
         if found.empty:
             continue
         rows = found.index.get_level_values(0)
-        key = found["key"].str.lower().str.replace(r"[_-]", "", regex=True)
+        key = found["key"].str.lower().str.replace(r"[._-]", "", regex=True)
         parts.append(pd.DataFrame({"event": rows, "host": frame.loc[rows, "host"].to_numpy(),
                                    "kind": key.map(KEY_TO_KIND).to_numpy(), "value": found["value"].to_numpy()}))
     if not parts:
@@ -108,11 +154,17 @@ def identifier_sightings(capture: Capture) -> pd.DataFrame:
     """Long form: one row per (source, event, kind, value) with the host the event went to."""
     seg = segment_events(capture)
     st = statsig_events(capture)
+    metrics = telemetry_metrics(capture)
+    logs = telemetry_logs(capture)
     frames = [
         _from_columns(seg, "segment", {"user_id": "user_id", "anonymous_id": "anonymous_id"}),
         _from_json(seg, "segment", ["context", "properties"]),
-        _from_columns(st, "statsig", {"user_id": "user_id", "stable_id": "stable_id"}),
+        _from_columns(st, "statsig", {"user_id": "user_id", "stable_id": "stable_id", "session_id": "session_id"}),
         _from_json(st, "statsig", ["custom_ids"]),
+        _from_json(metrics, "metrics", ["attributes", "resource"]),
+        _from_columns(logs, "logs", {"session_id": "session_id", "user_id": "user_id"}),
+        _from_json(logs, "logs", ["attributes"]),
+        _from_headers(capture),
     ]
     frames = [f for f in frames if len(f)]
     if not frames:
@@ -160,11 +212,14 @@ def captured_conversations(capture: Capture) -> pd.Index:
 
 
 def conversation_links(capture: Capture) -> pd.DataFrame:
-    """Analytics events that name a conversation: source, flow_id, event, conversation_id, captured."""
+    """Analytics events (and log records) that name a conversation: source, flow_id, event,
+    conversation_id, captured. A log record's ``event`` is its message; it names the conversation
+    of the page it was logged on (``view.url``)."""
     seg = segment_events(capture)
     st = statsig_events(capture)
+    logs = telemetry_logs(capture)
     frames = []
-    for source, frame, name in (("segment", seg, "event"), ("statsig", st, "event_name")):
+    for source, frame, name in (("segment", seg, "event"), ("statsig", st, "event_name"), ("logs", logs, "message")):
         named = frame[frame["conversation_id"].notna()]
         frames.append(pd.DataFrame({"source": source, "flow_id": named["flow_id"].to_numpy(),
                                     "event": named[name].to_numpy(),
@@ -187,6 +242,8 @@ def telemetry_report(capture: Capture) -> dict:
     seg_names = seg["event"].fillna("(" + seg["type"].fillna("unknown") + ")")
     links = conversation_links(capture)
     ids = identifiers(capture)
+    metrics = telemetry_metrics(capture)
+    logs = telemetry_logs(capture)
     return {
         "segment": {
             "events": int(len(seg)),
@@ -198,6 +255,18 @@ def telemetry_report(capture: Capture) -> dict:
             "events": int(len(st)),
             "by_event": _counts(st["event_name"].fillna("unknown")),
             "by_host": _counts(st["host"]),
+        },
+        "metrics": {
+            "points": int(len(metrics)),
+            "by_source": _counts(metrics["source"].fillna("unknown")),
+            "by_name": _counts(metrics["name"].fillna("unknown")),
+            "by_host": _counts(metrics["host"]),
+        },
+        "logs": {
+            "records": int(len(logs)),
+            "by_status": _counts(logs["status"].fillna("unknown")),
+            "by_service": _counts(logs["service"].fillna("unknown")),
+            "by_host": _counts(logs["host"]),
         },
         "identifiers": [
             {
@@ -214,5 +283,5 @@ def telemetry_report(capture: Capture) -> dict:
 
 __all__ = [
     "captured_conversations", "conversation_links", "identifier_sightings", "identifiers",
-    "segment_events", "statsig_events", "telemetry_report",
+    "segment_events", "statsig_events", "telemetry_logs", "telemetry_metrics", "telemetry_report",
 ]

@@ -16,7 +16,7 @@ from mitmproxy import ctx, http
 
 from analyzer.capture.pipeline import CapturePipeline
 from analyzer.capture.recorder import ChunkRecorder
-from analyzer.recognise import is_stream_answer, might_stream
+from analyzer.recognise import is_ndjson_stream, is_stream_answer, might_stream
 
 log = logging.getLogger(__name__)
 
@@ -126,8 +126,11 @@ class ChatGPTCapture:
     @_guarded
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         response = flow.response
-        if response is None or not is_stream_answer(response.headers.get("content-type"),
-                                                     flow.request.headers.get("accept")):
+        if response is None:
+            return
+        content_type = response.headers.get("content-type")
+        if not (is_stream_answer(content_type, flow.request.headers.get("accept"))
+                or is_ndjson_stream(flow.request.method, flow.request.path, content_type)):
             return
         existing = response.stream
         if might_stream(flow.request.method, flow.request.path):

@@ -21,8 +21,15 @@ from analyzer.extract.common import ExtractError
 from analyzer.extract.conversation import extract_conversation_read, extract_conversation_turn
 from analyzer.extract.flows import flow_row
 from analyzer.extract.history import extract_conversation_page, extract_file_download
+from analyzer.extract.ollama import extract_ollama
 from analyzer.extract.rows import Rows, new_rows
 from analyzer.extract.stream_control import extract_stream_control
+from analyzer.extract.telemetry import (
+    extract_datadog_logs,
+    extract_otlp_metrics,
+    extract_segment_metrics,
+    extract_statsc,
+)
 from analyzer.extract.websocket import WebSocketAnswers, extract_websocket, is_conversation_websocket
 from analyzer.redact import redact_rows
 
@@ -44,6 +51,11 @@ EXTRACTORS: dict[str, Extractor] = {
     kinds.CODEX_ANALYTICS: extract_codex_analytics,
     kinds.MCP: extract_mcp,
     kinds.CODEX_READ: extract_codex_read,
+    kinds.SEGMENT_METRICS: extract_segment_metrics,
+    kinds.STATSC: extract_statsc,
+    kinds.OTLP_METRICS: extract_otlp_metrics,
+    kinds.DATADOG_LOGS: extract_datadog_logs,
+    kinds.OLLAMA: extract_ollama,
 }
 
 __all__ = ["EXTRACTORS", "ExtractError", "Rows", "WebSocketAnswers", "extract_finished_answers", "extract_flow",

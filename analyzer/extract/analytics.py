@@ -105,6 +105,7 @@ def extract_statsig(flow: http.HTTPFlow, rows: Rows, redact: bool) -> None:
     top_meta = body.get("statsigMetadata") if isinstance(body.get("statsigMetadata"), dict) else {}
     sdk_type = top_meta.get("sdkType") or (query.get("st") or [None])[0]
     sdk_version = top_meta.get("sdkVersion") or (query.get("sv") or [None])[0]
+    session_id = top_meta.get("sessionID") or (query.get("sid") or [None])[0]
     for event in body.get("events") or []:
         if not isinstance(event, dict):
             continue
@@ -129,5 +130,6 @@ def extract_statsig(flow: http.HTTPFlow, rows: Rows, redact: bool) -> None:
                 "conversation_id": conversation_from_path(current_page),
                 "sdk_type": sdk_type,
                 "sdk_version": sdk_version,
+                "session_id": str_or_none(event_meta.get("sessionID") or session_id),
             }
         )

@@ -14,6 +14,7 @@ from analyzer.json_codec import parse_json
 from analyzer.recognise import is_stream_answer
 from analyzer.redact import may_hold_secret_key, redact_json, redact_string
 from analyzer.streams.decoding import BodyDecodeError, BodyDecoder, decode_body_bytes
+from analyzer.streams.ndjson import NDJSONLine, NDJSONParser
 from analyzer.streams.sse import SSEEvent, SSEParser
 
 METADATA_KEY = "chatwire"
@@ -139,6 +140,34 @@ def response_events(flow: http.HTTPFlow) -> TimedEvents:
         return TimedEvents(events, str(exc))
     events.extend(parser.close(last_at))
     return TimedEvents(events)
+
+
+@dataclass
+class TimedLines:
+    lines: list[NDJSONLine]  # ``at`` is None throughout when the flow has no per-chunk record
+    error: str | None = None
+
+
+def response_lines(flow: http.HTTPFlow) -> TimedLines:
+    """Every NDJSON line of the response, each stamped with the arrival of the chunk that completed it."""
+    response = flow.response
+    raw = (response.raw_content if response is not None else None) or b""
+    if len(raw) > MAX_PARSE_BYTES:
+        return TimedLines([], f"stream of {len(raw)} bytes is too large to parse")
+    parser = NDJSONParser()
+    lines: list[NDJSONLine] = []
+    last_at: float | None = None
+    try:
+        decoder = BodyDecoder(header(response, "content-encoding"))
+        for piece, at in _chunks(flow, raw):
+            last_at = at
+            lines.extend(parser.feed(decoder.decode_bytes(piece), at))
+        lines.extend(parser.feed(decoder.finish_bytes(), last_at))
+    except BodyDecodeError as exc:
+        lines.extend(parser.close(last_at))
+        return TimedLines(lines, str(exc))
+    lines.extend(parser.close(last_at))
+    return TimedLines(lines)
 
 
 def offset_ms(at: float | None, start: float) -> float | None:

@@ -317,8 +317,14 @@ def merge_handoffs(turns: list[WebTurn], answer_of: dict[str, str]) -> list[WebT
 
 
 def canonical_endpoint(path: object) -> str:
-    """``/v1/responses`` or ``/v1/chat/completions`` for a captured API path (Azure, vLLM… prefixes vary)."""
-    return "/v1/responses" if str(path or "").rstrip("/").endswith("/responses") else "/v1/chat/completions"
+    """``/v1/responses`` or ``/v1/chat/completions`` for a captured API path (Azure, vLLM… prefixes vary).
+
+    Ollama's native ``/api/chat`` and ``/api/generate`` keep their own name: their NDJSON lines are
+    no OpenAI events, so a replay builds the stream from their text, usage and times instead."""
+    path = str(path or "").rstrip("/")
+    if path.endswith(("/api/chat", "/api/generate")):
+        return "/api/" + path.rsplit("/", 1)[1]
+    return "/v1/responses" if path.endswith("/responses") else "/v1/chat/completions"
 
 
 def _int(value: object) -> int | None:
