@@ -15,6 +15,7 @@ from analyzer.extract.common import (
     to_json,
 )
 from analyzer.extract.conversation import stream_rows, turn_timing
+from analyzer.extract.ending import COMPLETE, end_status
 from analyzer.extract.rows import Rows
 from analyzer.recognise import strip_query
 from analyzer.streams.openai_api import ApiStream, api_endpoint
@@ -74,6 +75,7 @@ def extract_api_call(flow: http.HTTPFlow, rows: Rows, redact: bool) -> None:
         "request_json": to_json(body, redact),
         "n_events": 0,
         "n_text_events": 0,
+        "end_status": end_status(flow),
     }
     response = flow.response
     stream = ApiStream(endpoint)
@@ -130,4 +132,7 @@ def extract_api_call(flow: http.HTTPFlow, rows: Rows, redact: bool) -> None:
     )
     if response is not None and response.status_code >= 400 and not call.get("error"):
         call["error"] = f"HTTP {response.status_code}"
+    if call["end_status"] != COMPLETE and not call.get("error"):
+        # a call that broke off (or never got an answer) says why, as a cut turn does
+        call["error"] = flow.error.msg if flow.error else ("no response" if response is None else None)
     rows["api_calls"].append(call)

@@ -20,6 +20,7 @@ from analyzer.extract.common import (
     to_json,
 )
 from analyzer.extract.perf_stats import perf_rows
+from analyzer.extract.ending import end_status
 from analyzer.extract.rows import Rows
 from analyzer.recognise import conversation_id_from_read
 from analyzer.streams.conversation import ConversationStream, EventInfo, message_text
@@ -191,6 +192,7 @@ def extract_conversation_turn(flow: http.HTTPFlow, rows: Rows, redact: bool) -> 
         # fingerprinting surface of a privacy audit, with the request's timezone fields.
         "client_contextual_info": client_context_json(body, redact),
         "resume_offset": resume_offset,
+        "end_status": end_status(flow),
     }
     response = flow.response
     errors = []
