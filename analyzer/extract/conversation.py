@@ -19,8 +19,8 @@ from analyzer.extract.common import (
     str_or_none,
     to_json,
 )
-from analyzer.extract.perf_stats import perf_rows
 from analyzer.extract.ending import end_status
+from analyzer.extract.perf_stats import perf_rows
 from analyzer.extract.rows import Rows
 from analyzer.recognise import conversation_id_from_read
 from analyzer.streams.conversation import ConversationStream, EventInfo, message_text
