@@ -33,7 +33,8 @@ _SECRET_KEY = re.compile(
     re.I,
 )
 # Query parameters that carry credentials (Azure's api-key, Statsig's client key is public: kept).
-_SECRET_QUERY = re.compile(r"^(api[-_]?key|key|token|access_token|sig|signature|code|auth)$", re.I)
+# ``*_token`` as for JSON keys (refresh_token, id_token, device_token…: found by tests/test_secrets_fuzz.py).
+_SECRET_QUERY = re.compile(r"^(api[-_]?key|key|token|access_token|.*_token|sig|signature|code|auth)$", re.I)
 _TOKEN_SHAPES = re.compile(
     r"eyJ[A-Za-z0-9_-]{6,}\.[A-Za-z0-9_-]{6,}\.[A-Za-z0-9_-]*"  # JWT
     r"|\bsk-(?:proj-|ant-)?[A-Za-z0-9_-]{16,}"  # OpenAI-style API keys

@@ -83,6 +83,7 @@ TABLES: dict[str, pa.Schema] = {
         ("next_offset", I64),
         ("error_code", STR),
         ("resume_token_kind", STR),
+        ("end_status", STR),
     ),
     # One row per sighting of a message (request, stream, mapping read); analysis de-duplicates.
     "messages": _schema(
@@ -249,6 +250,7 @@ TABLES: dict[str, pa.Schema] = {
         ("server_prompt_eval_ms", F64),
         ("server_eval_count", I64),
         ("server_eval_ms", F64),
+        ("end_status", STR),
     ),
     # Every recognised flow that could not be fully parsed, and why.
     "errors": _schema(

@@ -1,13 +1,12 @@
 """`analyze conversations` through click's runner, on real Parquet captures.
 
-Golden files: set CHATWIRE_UPDATE_GOLDEN=1 to rewrite tests/golden/conversations_*.md after an
-intended change, then review the diff.
+Golden files: ``CHATWIRE_UPDATE_GOLDEN=1`` rewrites tests/golden/conversations_*.md after an intended
+change (tests/golden.py, the one switch for every golden test); then review the diff.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -18,9 +17,8 @@ from analyzer.analysis import build_conversation
 from analyzer.cli import main
 from analyzer.store import load_capture
 from tests.capture_factory import make_capture
+from tests.golden import check_golden
 from tests.test_conversations import A3_DONE, HAIKU, KYOTO, kyoto_rows
-
-GOLDEN = Path(__file__).parent / "golden"
 
 
 @pytest.fixture(scope="module")
@@ -46,14 +44,6 @@ def fails(*args: str) -> str:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
     return lines[0]
-
-
-def check_golden(name: str, text: str) -> None:
-    path = GOLDEN / name
-    if os.environ.get("CHATWIRE_UPDATE_GOLDEN"):
-        path.parent.mkdir(exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-    assert text == path.read_text(encoding="utf-8")
 
 
 def test_list_text_one_line_per_conversation(capture, monkeypatch):

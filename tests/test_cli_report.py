@@ -4,7 +4,6 @@ and one run of the installed console script in a real subprocess."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -14,10 +13,9 @@ import pytest
 from click.testing import CliRunner
 
 from analyzer.cli import main
+from tests.golden import GOLDEN, check_golden
 from tests.test_latency import known_rows, write_capture
 from tests.test_telemetry import telemetry_rows
-
-GOLDEN = Path(__file__).parent / "golden"
 
 
 @pytest.fixture(scope="module")
@@ -29,25 +27,17 @@ def run(*args: str):
     return CliRunner().invoke(main, ["report", *args], catch_exceptions=False)
 
 
-def _golden(name: str, actual: str) -> None:
-    path = GOLDEN / name
-    if os.environ.get("UPDATE_GOLDEN"):
-        path.parent.mkdir(exist_ok=True)
-        path.write_text(actual, encoding="utf-8")
-    assert actual == path.read_text(encoding="utf-8"), f"{name} changed; UPDATE_GOLDEN=1 rewrites it"
-
-
-def test_markdown_matches_golden(capture_path):
+def test_markdown_matchescheck_golden(capture_path):
     result = run(str(capture_path), "--format", "markdown")
     assert result.exit_code == 0, result.output
-    _golden("report_known.md", result.output.replace(str(capture_path), "CAPTURE"))
+    check_golden("report_known.md", result.output.replace(str(capture_path), "CAPTURE"))
 
 
-def test_markdown_of_an_empty_capture_matches_golden(tmp_path):
+def test_markdown_of_an_empty_capture_matchescheck_golden(tmp_path):
     path = write_capture(tmp_path / "empty.parquet", {})
     result = run(str(path), "--format", "markdown")
     assert result.exit_code == 0
-    _golden("report_empty.md", result.output.replace(str(path), "CAPTURE"))
+    check_golden("report_empty.md", result.output.replace(str(path), "CAPTURE"))
 
 
 def test_text_is_the_default(capture_path):

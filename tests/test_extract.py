@@ -59,6 +59,19 @@ def conversation_flow(fixture: str, **kw):
                      response_headers={"cf-ray": "847dbf366a92408c-SIN"}, **kw)
 
 
+def arrival_of(flow, marker: bytes) -> float:
+    """Seconds after the request start at which the chunk holding the end of ``marker`` arrived: byte
+    arithmetic on the body and the recorded chunk sizes, independent of the SSE parser."""
+    raw = flow.response.raw_content
+    end = raw.index(marker) + len(marker)
+    pos = 0
+    for at, size in flow.metadata["chatwire"]["chunks"]:
+        pos += size
+        if pos >= end:
+            return at - flow.request.timestamp_start
+    raise AssertionError("marker past the last chunk")
+
+
 def test_v1_turn_with_timing_and_redaction():
     flow = conversation_flow("v1_answer.sse", chunk_times=[0.1 * (i + 1) for i in range(10)], start=1000.0)
     rows = extract_flow(flow, source="proxy")
@@ -70,8 +83,12 @@ def test_v1_turn_with_timing_and_redaction():
     events = rows["stream_events"]
     assert len(events) == turn["n_events"] == 15 and events[-1]["type"] == "done" and events[-1]["data"] == "[DONE]"
     text_events = [e for e in events if e["text"]]
-    assert turn["ttft_ms"] == pytest.approx(text_events[0]["offset_ms"])
-    assert turn["e2e_ms"] == pytest.approx(events[-1]["offset_ms"]) and turn["e2e_ms"] == pytest.approx(1000.0, abs=1e-6)
+    # Hand-worked: the first text event ("Nile") is complete at the blank line after it; the body was cut
+    # into 10 chunks arriving at 0.1, 0.2, … 1.0 s, so TTFT is the arrival of the chunk holding that byte.
+    assert turn["ttft_ms"] == pytest.approx(1000 * arrival_of(flow, b'"append", "v": "Nile"}\n\n'), abs=1e-6)
+    assert turn["ttft_ms"] == pytest.approx(800.0, abs=1e-6)  # byte 2,2xx of 2,823: the 8th chunk
+    assert text_events[0]["text"] == "Nile" and turn["ttft_ms"] < turn["e2e_ms"]
+    assert turn["e2e_ms"] == pytest.approx(1000.0, abs=1e-6)  # the last chunk, 1.0 s after the request
     assert all(e["at"] is not None for e in events)
     # every written string is free of the secrets
     blob = json.dumps(rows, default=str)
@@ -198,7 +215,10 @@ def test_api_stream_and_json():
     assert call["model"] == "gpt-4o-2024" and call["finish_reason"] == "stop" and call["last_user_text"] == "hi"
     events = rows["stream_events"]
     first_text = next(e for e in events if e["text"])
-    assert call["ttft_ms"] == pytest.approx(first_text["offset_ms"]) and call["e2e_ms"] == pytest.approx(600.0)
+    # Hand-worked: "Hel" is the second event; five equal chunks at 0.2 … 0.6 s after the request start
+    assert first_text["text"] == "Hel"
+    assert call["ttft_ms"] == pytest.approx(1000 * arrival_of(flow, b'"Hel"}}]}\n\n'), abs=1e-6)
+    assert call["e2e_ms"] == pytest.approx(600.0)
     assert events[-1]["type"] == "done" and events[-2]["type"] == "usage"
     assert json.loads(call["request_json"])["messages"][1]["content"] == "hi"
     assert "sk-proj-abcdefghijklmnopqrstuvwxyz" not in json.dumps(rows)

@@ -544,3 +544,24 @@ def test_thread_mode_and_log_endpoint(tmp_path) -> None:
         assert o.log() == body["records"]  # in-process handle reads the same log
     lines = (tmp_path / "origin-log.jsonl").read_text().splitlines()
     assert [json.loads(x) for x in lines] == body["records"]
+
+
+def test_reset_mid_stream_is_an_http2_rst_stream_and_the_connection_lives_on(origin) -> None:
+    with httpx.Client(base_url=origin.url, verify=origin.verify, http2=True, timeout=10) as h2:
+        got = []
+        with pytest.raises(httpx.RemoteProtocolError, match="StreamReset"):
+            with h2.stream("POST", "/backend-api/f/conversation", json=new_chat_body("reset me"),
+                           # a gap before the cut: hypercorn hands DATA to its writer task, and a
+                           # RST_STREAM sent at once could overtake the last event still queued
+                           headers={"x-origin-fail": "reset-mid-stream", "x-origin-delays-ms": "5,40"}) as r:
+                assert r.http_version == "HTTP/2"
+                ray = r.headers["cf-ray"]
+                got.extend(r.iter_bytes())
+        body = b"".join(got)
+        sent = events_of(origin, ray)
+        reset = [x for x in origin.log() if x.get("kind") == "reset" and x.get("cf_ray") == ray]
+        # exactly the events before the reset arrived, then nothing; the reset is logged where it happened
+        assert len(reset) == 1 and [e["index"] for e in sent] == list(range(reset[0]["index"]))
+        assert body == b"".join(e["data"].encode() for e in sent) and b"[DONE]" not in body
+        # a stream reset is not a connection reset: the same connection serves the next request
+        assert h2.get("/_origin/health").json() == {"ok": True}

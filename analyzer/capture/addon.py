@@ -13,10 +13,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from mitmproxy import ctx, http
+from mitmproxy.connection import ConnectionState
 
 from analyzer.capture.pipeline import CapturePipeline
 from analyzer.capture.recorder import ChunkRecorder
-from analyzer.recognise import is_ndjson_stream, is_stream_answer, might_stream
+from analyzer.extract.common import METADATA_KEY
+from analyzer.extract.ending import CLOSED_FIRST_KEY, END_KEY, PROXY_STOPPED
+from analyzer.recognise import is_ndjson_stream, is_stream_answer, might_stream, recognise
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +60,12 @@ class ChatGPTCapture:
         self.pipeline: CapturePipeline | None = None
         # error can follow response for the same flow (a reset after the last byte): submit once.
         self._submitted: collections.OrderedDict[str, None] = collections.OrderedDict()
+        # Recognised flows not yet ended: a clean stop writes them (mitmproxy runs their error
+        # hooks only after ``done``, when the capture is closed).
+        self._in_flight: dict[str, http.HTTPFlow] = {}
 
     def _submit(self, flow: http.HTTPFlow) -> None:
+        self._in_flight.pop(flow.id, None)
         if self.pipeline is None or flow.id in self._submitted:
             return
         self._submitted[flow.id] = None
@@ -124,6 +131,11 @@ class ChatGPTCapture:
         log.info("chatwire: capturing to %s", self.pipeline.path)
 
     @_guarded
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        if self.pipeline is not None and recognise(flow.request.method, flow.request.path) is not None:
+            self._in_flight[flow.id] = flow
+
+    @_guarded
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         response = flow.response
         if response is None:
@@ -144,9 +156,18 @@ class ChatGPTCapture:
     def response(self, flow: http.HTTPFlow) -> None:
         if flow.websocket is None:
             self._submit(flow)
+        else:
+            self._in_flight.pop(flow.id, None)  # a socket: its end is websocket_end
 
     @_guarded
     def error(self, flow: http.HTTPFlow) -> None:
+        if flow.id in self._submitted:
+            return  # ended already (an error after the last byte): its rows are being written
+        # Who hung up: mitmproxy's message does not always say (HTTP/2 words both sides alike),
+        # the connections' states now do. Noted in the flow, so a -w file made later keeps it.
+        side = _closed_first(flow)
+        if side:
+            flow.metadata.setdefault(METADATA_KEY, {})[CLOSED_FIRST_KEY] = side
         # A stream cut off mid-way: keep what did arrive.
         if flow.response is not None and isinstance(flow.response.stream, ChunkRecorder):
             flow.response.stream.finish()
@@ -166,10 +187,38 @@ class ChatGPTCapture:
     def done(self) -> None:
         if self.pipeline is not None:
             try:
+                self._stop_in_flight()
+            except Exception:
+                log.exception("chatwire: could not write the flows in flight at the stop")
+            try:
                 self.pipeline.close()
             except Exception:
                 log.exception("chatwire: final flush failed")
             self.pipeline = None
+
+
+    def _stop_in_flight(self) -> None:
+        """A clean stop with answers half-read: each becomes a row with what did arrive."""
+        in_flight = list(self._in_flight.values())
+        if in_flight:
+            log.info("chatwire: writing %d flow(s) still in flight at the stop", len(in_flight))
+        for flow in in_flight:
+            flow.metadata.setdefault(METADATA_KEY, {})[END_KEY] = PROXY_STOPPED
+            if flow.response is not None and isinstance(flow.response.stream, ChunkRecorder):
+                flow.response.stream.finish()
+            self._submit(flow)
+
+
+def _closed_first(flow: http.HTTPFlow) -> str | None:
+    """``client`` or ``server``: the one connection that had stopped reading when the error came."""
+    client_gone = not (flow.client_conn.state & ConnectionState.CAN_READ)
+    server = flow.server_conn  # never opened (timestamp_start None): it cannot have hung up
+    server_gone = server.timestamp_start is not None and not (server.state & ConnectionState.CAN_READ)
+    if client_gone and not server_gone:
+        return "client"
+    if server_gone and not client_gone:
+        return "server"
+    return None
 
 
 def addons() -> Sequence[object]:

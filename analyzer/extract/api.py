@@ -16,6 +16,7 @@ from analyzer.extract.common import (
     to_json,
 )
 from analyzer.extract.conversation import stream_rows, turn_timing
+from analyzer.extract.ending import COMPLETE, end_status
 from analyzer.extract.rows import Rows
 from analyzer.recognise import strip_query
 from analyzer.streams.openai_api import ApiStream, api_endpoint
@@ -76,6 +77,7 @@ def extract_api_call(flow: http.HTTPFlow, rows: Rows, redact: bool) -> None:
         "n_events": 0,
         "n_text_events": 0,
         **codex_request_columns(flow.request, body, redact),
+        "end_status": end_status(flow),
     }
     response = flow.response
     stream = ApiStream(endpoint)
@@ -144,6 +146,9 @@ def extract_api_call(flow: http.HTTPFlow, rows: Rows, redact: bool) -> None:
     extra = {**codex_response_extra(response), **stream.extra}
     if extra:
         call["extra"] = to_json(extra, redact)
+    if call["end_status"] != COMPLETE and not call.get("error"):
+        # a call that broke off (or never got an answer) says why, as a cut turn does
+        call["error"] = flow.error.msg if flow.error else ("no response" if response is None else None)
     rows["api_calls"].append(call)
     limits = rate_limit_rows(flow, limit_events)
     plan = plan_of_error_body(answer) if not is_event_stream(flow) and response is not None else None

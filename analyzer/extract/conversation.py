@@ -19,6 +19,7 @@ from analyzer.extract.common import (
     str_or_none,
     to_json,
 )
+from analyzer.extract.ending import end_status
 from analyzer.extract.history_fields import image_parts, read_metadata
 from analyzer.extract.perf_stats import perf_rows
 from analyzer.extract.rows import Rows
@@ -194,6 +195,7 @@ def extract_conversation_turn(flow: http.HTTPFlow, rows: Rows, redact: bool) -> 
         # fingerprinting surface of a privacy audit, with the request's timezone fields.
         "client_contextual_info": client_context_json(body, redact),
         "resume_offset": resume_offset,
+        "end_status": end_status(flow),
     }
     response = flow.response
     errors = []

@@ -12,7 +12,11 @@ Request headers that steer it:
 - ``x-origin-format: legacy|v1|ws2024|celsius`` — the stream generation (default: by path).
 - ``x-origin-delays-ms: FIRST,GAP`` — ms before the first text event and between text events.
 - ``x-origin-gzip: 1`` or ``x-origin-encoding: gzip|deflate|br|zstd`` — compress, flushed per event.
-- ``x-origin-fail: 429-once`` (first identical request gets 429) or ``drop-mid-stream``.
+- ``x-origin-fail: 429-once`` (first identical request gets 429), ``drop-mid-stream`` (abort the TCP
+  connection after half the events) or ``reset-mid-stream`` (HTTP/2: RST_STREAM with INTERNAL_ERROR
+  after half the events, the connection stays up; HTTP/1.1 has no stream reset, so it aborts the
+  connection as ``drop-mid-stream`` does). The cut comes before the first text event of the second
+  half (at its scheduled time); ``x-origin-fail-at: N`` moves it to event N.
 - ``x-origin-max-tokens: N`` — cut the answer (``finish_details.type = max_tokens``).
 - ``x-origin-reasoning: 1`` — a ``thoughts`` message before the answer (v1 only).
 - ``x-origin-events: 2026`` — a v1 stream with the 2026 events of guide 6d interleaved.
@@ -132,6 +136,7 @@ class Request:
     t_mono: float = field(default_factory=time.monotonic)
     t_wall: float = field(default_factory=time.time)
     rid: str = field(default_factory=lambda: secrets.token_hex(6))
+    asgi_send: Any = None  # hypercorn's own send callable (for an HTTP/2 stream reset)
 
     def json(self) -> Any:
         """The body as JSON, or None when it is not JSON (never raises)."""
@@ -217,6 +222,23 @@ def abort_connection(client: tuple | None) -> bool:
             transport.abort()
             return True
     return False
+
+
+async def reset_h2_stream(asgi_send: Any, error_code: int = 0x2) -> bool:
+    """Send RST_STREAM (default INTERNAL_ERROR) for the HTTP/2 stream ``asgi_send`` belongs to.
+
+    ASGI has no stream reset and hypercorn leaves an unfinished HTTP/2 stream open when the app
+    returns early. Its send callable is bound to the stream, which knows its id and its connection's
+    protocol: reset through that (private hypercorn API, acceptable for a test server).
+    """
+    stream = getattr(asgi_send, "__self__", None)
+    protocol = getattr(getattr(stream, "send", None), "__self__", None)
+    connection = getattr(protocol, "connection", None)
+    if stream is None or connection is None or not hasattr(connection, "reset_stream"):
+        return False  # HTTP/1.1: no streams to reset
+    connection.reset_stream(stream.stream_id, error_code)
+    await protocol._flush()
+    return True  # the app then returns: hypercorn forgets the stream without sending on it
 
 
 # ---------------------------------------------------------------------------------------------
@@ -307,7 +329,7 @@ class OriginApp:
                 method=scope.get("method", "GET"), path=scope.get("path", "/"),
                 query=dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"))),
                 headers=headers, body=bytes(body), scheme=scope.get("scheme", "http"),
-                http_version=scope.get("http_version", "1.1"), client=scope.get("client"))
+                http_version=scope.get("http_version", "1.1"), client=scope.get("client"), asgi_send=send)
             await self.dispatch(req, tracked_send)
         except DropConnection:
             return
@@ -345,7 +367,13 @@ class OriginApp:
             events, offsets = events[:cut_after], offsets[:cut_after]
             extra = {**(extra or {}), "cut_after": cut_after}
         encoder = Encoder(encoding_for(req))
-        drop_at = len(events) // 2 if req.headers.get("x-origin-fail") == "drop-mid-stream" else None
+        fail = req.headers.get("x-origin-fail")
+        drop_at = None
+        if fail in ("drop-mid-stream", "reset-mid-stream"):
+            # by default before the first text event of the second half: a gap precedes it, so what
+            # was sent before has left the origin when the connection goes
+            half = next((i for i in range(len(events) // 2, len(events)) if events[i].is_text), len(events) // 2)
+            drop_at = min(_int(req.headers.get("x-origin-fail-at"), half), max(len(events) - 1, 0))
         headers = [("cache-control", "no-cache"), ("x-request-id", req.rid)]
         if content_type:  # None: no Content-Type at all, as some Codex backend answers come (guide 6a)
             headers.insert(0, ("content-type", content_type))
@@ -359,8 +387,13 @@ class OriginApp:
                     "headers": [(k.encode(), v.encode()) for k, v in headers]})
         for i, (ev, off) in enumerate(zip(events, offsets, strict=True)):
             if drop_at is not None and i == drop_at:
-                aborted = abort_connection(req.client)
-                self.log.add(kind="drop", rid=req.rid, t=time.time(), index=i, aborted=aborted)
+                delay = req.t_mono + off - time.monotonic()
+                if delay > 0:  # cut where the event would have been sent
+                    await asyncio.sleep(delay)
+                reset = fail == "reset-mid-stream" and await reset_h2_stream(req.asgi_send)
+                aborted = False if reset else abort_connection(req.client)
+                self.log.add(kind="reset" if reset else "drop", rid=req.rid, cf_ray=cf_ray, t=time.time(), index=i,
+                             aborted=aborted)
                 raise DropConnection
             delay = req.t_mono + off - time.monotonic()
             if delay > 0:
