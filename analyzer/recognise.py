@@ -14,10 +14,11 @@ API = "api"
 STREAM_CONTROL = "stream_control"
 CONVERSATION_PAGE = "conversation_page"
 FILE_DOWNLOAD = "file_download"
+CODEX_WEBSOCKET = "codex_websocket"
 OTHER = "other"
 
 KINDS = (CONVERSATION, CONVERSATION_READ, CONVERSATION_WEBSOCKET, LATENCY_BEACON, SEGMENT, STATSIG, API,
-         STREAM_CONTROL, CONVERSATION_PAGE, FILE_DOWNLOAD)
+         STREAM_CONTROL, CONVERSATION_PAGE, FILE_DOWNLOAD, CODEX_WEBSOCKET)
 
 # POST /backend-api/conversation, /backend-anon/conversation, /backend-api/f/conversation,
 # /backend-anon/f/conversation, /backend-api/f/conversation/resume (any prefix, e.g. a reverse proxy).
@@ -43,6 +44,11 @@ _API_CHAT = re.compile(r"/chat/completions/?$")
 _API_RESPONSES = re.compile(r"/v1/responses/?$")
 # The Codex CLI and IDE extensions signed in with ChatGPT: Responses-API requests to chatgpt.com.
 _CODEX_RESPONSES = re.compile(r"/backend-api/codex/responses/?$")
+
+
+def is_codex_responses(path: str) -> bool:
+    """The Codex backend's responses path (POST: HTTP/SSE; GET upgraded: the WebSocket transport)."""
+    return bool(_CODEX_RESPONSES.search(strip_query(path)))
 
 
 def strip_query(path: str) -> str:
@@ -77,6 +83,8 @@ def recognise(method: str, path: str) -> str | None:
             return CONVERSATION_PAGE
         if _FILE_DOWNLOAD.search(path):
             return FILE_DOWNLOAD
+        if _CODEX_RESPONSES.search(path):  # the WebSocket transport's handshake (upgraded, or refused: 426)
+            return CODEX_WEBSOCKET
     return None
 
 
