@@ -356,3 +356,24 @@ def test_the_handshake_limit_headers_go_with_the_first_call_only():
     assert first["x-codex-primary-used-percent"] == "7" and first["x-codex-credits-balance"] == "1.5"
     assert not any(n.lower().startswith(("x-codex-primary", "x-codex-bengalfox", "x-codex-credits")) for n in second)
     assert second["x-models-etag"] == 'W/"1"'
+
+
+def test_a_call_that_cannot_be_rebuilt_is_an_errors_row_and_the_others_stay(monkeypatch):
+    from analyzer.extract import codex_websocket
+
+    done = {"type": "response.completed", "response": {"id": "r", "status": "completed", "output": []}}
+    flow = _socket_flow([(True, 1000.0, _create("a")), (False, 1000.1, done),
+                         (True, 1001.0, _create("b")), (False, 1001.1, done)])
+    real = codex_websocket.CodexSocketCalls._call_flow
+
+    def broken_second(self, call):
+        if call["n"] == 1:
+            raise RuntimeError("boom")
+        return real(self, call)
+
+    monkeypatch.setattr(codex_websocket.CodexSocketCalls, "_call_flow", broken_second)
+    rows = extract_flow(flow, source="test")
+    assert [c["flow_id"] for c in rows["api_calls"]] == [f"{flow.id}#0"]
+    assert [(e["flow_id"], e["stage"], e["error"]) for e in rows["errors"]] == [
+        (f"{flow.id}#1", "codex_websocket", "RuntimeError: boom")]
+    assert rows["errors"][0]["at"] == 1001.0

@@ -155,12 +155,17 @@ class CodexSocketCalls:
         return flow
 
     def _call_rows(self, call: dict, rows: Rows, redact: bool) -> None:
-        flow = self._call_flow(call)
         call_rows = new_rows()
+        flow_id = f"{self.flow.id}#{call['n']}"
         try:
-            extract_api_call(flow, call_rows, redact)
+            extract_api_call(self._call_flow(call), call_rows, redact)
         except ExtractError as exc:
-            call_rows["errors"].append({"flow_id": flow.id, "stage": exc.stage, "error": str(exc)})
+            call_rows["errors"].append({"flow_id": flow_id, "stage": exc.stage, "error": str(exc)})
+        except Exception as exc:  # one strange call costs its own rows only, never the socket's others
+            call_rows["errors"].append({"flow_id": flow_id, "stage": "codex_websocket",
+                                        "error": f"{type(exc).__name__}: {exc}"})
+        for error in call_rows["errors"]:
+            error.setdefault("at", call["start"])
         sizes = [len(text.encode()) for _, text in call["frames"]]
         if len(sizes) == len(call_rows["stream_events"]):  # one event per frame: count the frame, not its SSE
             for row, size in zip(call_rows["stream_events"], sizes, strict=True):
