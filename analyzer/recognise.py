@@ -24,11 +24,12 @@ STATSC = "statsc"
 OTLP_METRICS = "otlp_metrics"
 DATADOG_LOGS = "datadog_logs"
 OLLAMA = "ollama"
+CODEX_WEBSOCKET = "codex_websocket"
 OTHER = "other"
 
 KINDS = (CONVERSATION, CONVERSATION_READ, CONVERSATION_WEBSOCKET, LATENCY_BEACON, SEGMENT, STATSIG, API,
          STREAM_CONTROL, CONVERSATION_PAGE, FILE_DOWNLOAD, CODEX_ANALYTICS, MCP, CODEX_READ, SEGMENT_METRICS,
-         STATSC, OTLP_METRICS, DATADOG_LOGS, OLLAMA)
+         STATSC, OTLP_METRICS, DATADOG_LOGS, OLLAMA, CODEX_WEBSOCKET)
 
 # POST /backend-api/conversation, /backend-anon/conversation, /backend-api/f/conversation,
 # /backend-anon/f/conversation, /backend-api/f/conversation/resume (any prefix, e.g. a reverse proxy).
@@ -69,6 +70,11 @@ _DATADOG_FORWARDER = re.compile(r"/ces/v1/telemetry/intake/?$")
 _DDFORWARD_LOGS = re.compile(r"(?:^|&)ddforward=(?:/|%2F)api(?:/|%2F)v2(?:/|%2F)logs(?:$|[?&%])", re.I)
 # Ollama's native API (the OpenAI-compatible /v1/chat/completions is API above).
 _OLLAMA = re.compile(r"/api/(?:chat|generate)/?$")
+
+
+def is_codex_responses(path: str) -> bool:
+    """The Codex backend's responses path (POST: HTTP/SSE; GET upgraded: the WebSocket transport)."""
+    return bool(_CODEX_RESPONSES.search(strip_query(path)))
 
 
 def strip_query(path: str) -> str:
@@ -118,6 +124,8 @@ def recognise(method: str, path: str) -> str | None:
             return CONVERSATION_PAGE
         if _FILE_DOWNLOAD.search(path):
             return FILE_DOWNLOAD
+        if _CODEX_RESPONSES.search(path):  # the WebSocket transport's handshake (upgraded, or refused: 426)
+            return CODEX_WEBSOCKET
     if method in ("GET", "POST") and _CODEX_READ.search(path):
         return CODEX_READ
     return None

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from mitmproxy import http
 
-from analyzer.extract import WebSocketAnswers, extract_finished_answers, extract_flow
+from analyzer.extract import CodexSocketCalls, WebSocketAnswers, extract_finished_answers, extract_flow
+from analyzer.extract.codex_websocket import is_codex_websocket
 from analyzer.inert import inert
 from analyzer.store.writer import CaptureWriter
 from analyzer.streams.websocket import is_conversation_frame
@@ -37,7 +38,7 @@ class CapturePipeline:
         self.source = source
         self.flows_seen = 0
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._sockets: dict[str, WebSocketAnswers] = {}  # open sockets that carry answers (worker only)
+        self._sockets: dict[str, WebSocketAnswers | CodexSocketCalls] = {}  # open sockets that carry answers (worker only)
         self._thread = threading.Thread(target=self._run, name="chatwire-extract", daemon=True)
         self._thread.start()
 
@@ -74,6 +75,8 @@ class CapturePipeline:
 
     def _socket_progress(self, flow: http.HTTPFlow) -> dict:
         answers = self._sockets.get(flow.id)
+        if answers is None and is_codex_websocket(flow):
+            answers = self._sockets[flow.id] = CodexSocketCalls(flow)
         if answers is None:
             last = flow.websocket.messages[-1] if flow.websocket and flow.websocket.messages else None
             if last is None or last.from_client or not is_conversation_frame(last.content):

@@ -17,6 +17,7 @@ from analyzer.extract.analytics import extract_segment, extract_statsig
 from analyzer.extract.api import extract_api_call
 from analyzer.extract.beacon import extract_beacon
 from analyzer.extract.codex import extract_codex_analytics, extract_codex_read, extract_mcp
+from analyzer.extract.codex_websocket import CodexSocketCalls, extract_codex_websocket, is_codex_websocket
 from analyzer.extract.common import ExtractError
 from analyzer.extract.conversation import extract_conversation_read, extract_conversation_turn
 from analyzer.extract.flows import flow_row
@@ -56,20 +57,23 @@ EXTRACTORS: dict[str, Extractor] = {
     kinds.OTLP_METRICS: extract_otlp_metrics,
     kinds.DATADOG_LOGS: extract_datadog_logs,
     kinds.OLLAMA: extract_ollama,
+    kinds.CODEX_WEBSOCKET: extract_codex_websocket,
 }
 
-__all__ = ["EXTRACTORS", "ExtractError", "Rows", "WebSocketAnswers", "extract_finished_answers", "extract_flow",
+__all__ = ["EXTRACTORS", "CodexSocketCalls", "ExtractError", "Rows", "WebSocketAnswers", "extract_finished_answers", "extract_flow",
            "flow_kind", "new_rows"]
 
 
 def flow_kind(flow: http.HTTPFlow) -> str | None:
     """The kind of a flow: by method and path, or by frame content for WebSockets."""
     if flow.websocket is not None:
+        if is_codex_websocket(flow):
+            return kinds.CODEX_WEBSOCKET
         return kinds.CONVERSATION_WEBSOCKET if is_conversation_websocket(flow) else None
     return kinds.recognise(flow.request.method, flow.request.path)
 
 
-def extract_finished_answers(answers: WebSocketAnswers, *, redact: bool = True) -> Rows:
+def extract_finished_answers(answers: WebSocketAnswers | CodexSocketCalls, *, redact: bool = True) -> Rows:
     """Rows of the answers a still-open WebSocket has finished since the last call (live capture)."""
     rows = new_rows()
     try:
@@ -84,7 +88,7 @@ def extract_finished_answers(answers: WebSocketAnswers, *, redact: bool = True) 
 
 
 def extract_flow(flow: http.HTTPFlow, *, source: str, redact: bool = True, all_flows: bool = False,
-                 websocket_answers: WebSocketAnswers | None = None) -> Rows:
+                 websocket_answers: WebSocketAnswers | CodexSocketCalls | None = None) -> Rows:
     """Rows for every table from one finished flow (empty when the flow is not ours).
 
     ``websocket_answers``: the live pipeline's reader of this socket, whose answers already given
@@ -104,7 +108,7 @@ def extract_flow(flow: http.HTTPFlow, *, source: str, redact: bool = True, all_f
     except Exception as exc:
         rows["errors"].append({"flow_id": flow.id, "stage": "flow", "error": f"{type(exc).__name__}: {exc}"})
     extractor = EXTRACTORS.get(kind) if kind else None
-    if kind == kinds.CONVERSATION_WEBSOCKET and websocket_answers is not None:
+    if kind in (kinds.CONVERSATION_WEBSOCKET, kinds.CODEX_WEBSOCKET) and websocket_answers is not None:
         def extractor(f: http.HTTPFlow, r: Rows, redact_: bool) -> None:
             websocket_answers.feed()
             websocket_answers.rows(r, redact_, final=True)
