@@ -132,6 +132,10 @@ class ChatGPTCapture:
         if not (is_stream_answer(content_type, flow.request.headers.get("accept"))
                 or is_ndjson_stream(flow.request.method, flow.request.path, content_type)):
             return
+        if response.raw_content is not None:
+            # A flow read from a file (mitmdump -nr) already has its body and its per-chunk
+            # timing: a new recorder would replace that timing with an empty one.
+            return
         existing = response.stream
         if might_stream(flow.request.method, flow.request.path):
             response.stream = ChunkRecorder(flow, existing if callable(existing) else None)
