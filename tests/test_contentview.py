@@ -95,6 +95,17 @@ def test_v1_conversation_stream_answer_then_events_with_chunk_offsets():
     assert lines[2].endswith("'Hel'") and lines[4].split()[-1] == "done"
 
 
+def test_v1_stream_that_hands_off_to_a_websocket():
+    head = V1_BODY.split("\n\n")[:3]  # delta_encoding, the add, the first append
+    body = "\n\n".join(head) + "\n\n" + sse({
+        "type": "stream_handoff", "conversation_id": "c1", "turn_exchange_id": "te1",
+        "options": [{"type": "subscribe_ws_topic", "topic_id": "t1", "url": "wss://ws.chatgpt.com/celsius"}]})
+    flow = stream_flow("/backend-api/f/conversation", body, [0.1, 0.2])
+    text = auto_view(flow, flow.response).text
+    assert "handed off to a WebSocket" in text and "── answer ──\nHel\n" in text
+    assert event_lines(text)[-1].split()[-1] == "stream_handoff"
+
+
 def test_legacy_stream_shows_the_final_snapshot():
     flow = stream_flow("/backend-api/conversation", LEGACY_BODY, [0.2, 0.3])
     text = auto_view(flow, flow.response).text

@@ -216,3 +216,16 @@ def test_analyze_watch_in_a_real_terminal(tmp_path, origin, mitmdump_factory):
         assert proxy.stop() == 0
     finally:
         subprocess.run(tmux + ["kill-server"], capture_output=True)
+
+
+@pytest.mark.timeout(120)
+def test_a_non_loopback_capture_watch_stops_mitmdump_with_one_line(tmp_path):
+    mitmdump = Path(sys.executable).with_name("mitmdump")
+    proc = subprocess.run(
+        [str(mitmdump), "-n", "-s", str(ADDON), "--set", f"capture_path={tmp_path / 'c.parquet'}",
+         "--set", "capture_watch=192.0.2.1:7878", "--set", f"confdir={tmp_path / 'conf'}"],
+        capture_output=True, text=True, timeout=100, cwd=tmp_path,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "capture_watch must be a loopback address" in out and "Traceback" not in out

@@ -15,6 +15,7 @@ import re
 from mitmproxy import contentviews, http
 
 from analyzer.extract.common import chatwire_meta, is_event_stream, offset_ms, request_start, response_events
+from analyzer.extract.conversation import is_resume
 from analyzer.recognise import API, CONVERSATION, recognise
 from analyzer.streams.conversation import ConversationStream, message_text
 from analyzer.streams.openai_api import ApiStream, api_endpoint
@@ -38,7 +39,7 @@ def inert(text: str, *, one_line: bool = False) -> str:
 def _stream_for(flow: http.HTTPFlow) -> tuple[str, ConversationStream | ApiStream] | None:
     kind = recognise(flow.request.method, flow.request.path)
     if kind == CONVERSATION:
-        return "ChatGPT conversation", ConversationStream(resumed="/resume" in flow.request.path)
+        return "ChatGPT conversation", ConversationStream(resumed=is_resume(flow))
     if kind == API:
         endpoint = api_endpoint(flow.request.path.split("?", 1)[0])
         label = "Codex" if "/backend-api/codex/" in flow.request.path else "OpenAI API"
