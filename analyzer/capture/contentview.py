@@ -10,12 +10,11 @@ flows keep mitmproxy's own views. The events come from the same interpreters the
 
 from __future__ import annotations
 
-import re
-
 from mitmproxy import contentviews, http
 
 from analyzer.extract.common import chatwire_meta, is_event_stream, offset_ms, request_start, response_events
 from analyzer.extract.conversation import is_resume
+from analyzer.inert import inert as analyzer_inert
 from analyzer.recognise import API, CONVERSATION, recognise
 from analyzer.streams.conversation import ConversationStream, message_text
 from analyzer.streams.openai_api import ApiStream, api_endpoint
@@ -25,15 +24,11 @@ from analyzer.streams.websocket import sse_text_from_frame
 PRIORITY = 3.0  # above mitmproxy's own views (JSON is 1) for the flows we claim
 SNIPPET = 60  # characters of an event's text shown on its line
 
-# C0 and C1 control characters and DEL, bar newline and tab: traffic text must not drive a terminal.
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-_LINE_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
 
 def inert(text: str, *, one_line: bool = False) -> str:
-    """Text from traffic made safe to print: control characters become visible escapes."""
-    pattern = _LINE_CONTROL if one_line else _CONTROL
-    return pattern.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    """Text from traffic made safe to print (analyzer.inert); ``one_line`` also shows newlines and tabs."""
+    shown = analyzer_inert(text)
+    return shown.replace("\n", "\\x0a").replace("\t", "\\x09") if one_line else shown
 
 
 def _stream_for(flow: http.HTTPFlow) -> tuple[str, ConversationStream | ApiStream] | None:
