@@ -106,6 +106,9 @@ def main() -> None:
     ap.add_argument("--gap-ms", type=float, default=5.0, help="gap between events at the origin")
     ap.add_argument("--extract-streams", type=int, default=300,
                     help="streams recorded into the flow file used for the extraction measurement")
+    ap.add_argument("--watch", action="store_true",
+                    help="also measure the addon with its watch channel on (capture_watch), with a "
+                         "listener draining it and with nobody listening")
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="chatwire-bench-"))
@@ -128,6 +131,32 @@ def main() -> None:
                    "mitmdump + chatwire addon": cap_port,
                    "baseline under analytics load": base_busy_port,
                    "chatwire under analytics load (writer busy)": busy_port}
+        watch_stop = threading.Event()
+        watch_received = [0]
+        if args.watch:
+            # The watch channel on: one addon whose datagrams a listener drains, one that sends to
+            # a port nobody listens on (the datagrams are dropped by the kernel).
+            listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            listener.bind(("127.0.0.1", 0))
+            listener.settimeout(0.2)
+            deaf = free_port()
+
+            def drain_watch() -> None:
+                while not watch_stop.is_set():
+                    try:
+                        listener.recv(65536)
+                        watch_received[0] += 1
+                    except TimeoutError:
+                        pass
+
+            threading.Thread(target=drain_watch, daemon=True).start()
+            for name, target in (("watch_deaf", deaf), ("watch_listened", listener.getsockname()[1])):
+                proc, port = start_mitmdump(tmp, name, addon, ["--set", f"capture_path={tmp / (name + '.parquet')}",
+                                                              "--set", f"capture_watch=127.0.0.1:{target}"])
+                procs.append(proc)
+                label = ("chatwire + watch channel (listener draining)" if name == "watch_listened"
+                         else "chatwire + watch channel (nobody listening)")
+                configs[label] = port
         clients = {k: httpx.Client(proxy=f"http://127.0.0.1:{p}" if p else None, timeout=60) for k, p in configs.items()}
         stop, counter, base_counter = threading.Event(), [0], [0]
         flooders = [threading.Thread(target=flood, args=(stop, port, origin, n), daemon=True)
@@ -149,9 +178,10 @@ def main() -> None:
             flooder.join()
         for c in clients.values():
             c.close()
-        for p in (base, cap, busy, base_busy):
+        for p in (base, cap, busy, base_busy, *procs[5:]):
             p.send_signal(signal.SIGINT)
             p.wait(timeout=60)
+        watch_stop.set()
 
         stats = {k: pct(v) for k, v in results.items()}
         baseline = stats["mitmdump, stream only (baseline)"]
@@ -197,6 +227,11 @@ def main() -> None:
                       / stats["baseline under analytics load"]["p99"])
         print(f"\np99 ratio addon / baseline: {ratio:.2f}; under analytics load (addon writing "
               f"{counter[0]} flows, baseline passing {base_counter[0]}): {busy_ratio:.2f}")
+        if args.watch:
+            for k in ("chatwire + watch channel (listener draining)", "chatwire + watch channel (nobody listening)"):
+                print(f"p99 ratio {k} / addon without it: "
+                      f"{stats[k]['p99'] / stats['mitmdump + chatwire addon']['p99']:.2f}")
+            print(f"watch records received by the listener: {watch_received[0]}")
         print(f"\nRSS of the addon's mitmdump: {rss_start:.0f} MiB after warm-up, {rss_end:.0f} MiB after "
               f"{args.streams} streams; the busy one ended at {rss_busy_end:.0f} MiB after {counter[0]} flows.")
         print(f"\nExtraction: `mitmdump -nr` of {n_flows} flows / {n_events} stream events: "

@@ -17,6 +17,7 @@ from mitmproxy.connection import ConnectionState
 
 from analyzer.capture.pipeline import CapturePipeline
 from analyzer.capture.recorder import ChunkRecorder
+from analyzer.capture.watch import WatchPublisher, parse_address
 from analyzer.extract.common import METADATA_KEY
 from analyzer.extract.ending import CLOSED_FIRST_KEY, END_KEY, PROXY_STOPPED
 from analyzer.recognise import is_ndjson_stream, is_stream_answer, might_stream, recognise
@@ -58,6 +59,7 @@ class ChatGPTCapture:
 
     def __init__(self) -> None:
         self.pipeline: CapturePipeline | None = None
+        self.watch: WatchPublisher | None = None  # progress records for `analyze watch`, off by default
         # error can follow response for the same flow (a reset after the last byte): submit once.
         self._submitted: collections.OrderedDict[str, None] = collections.OrderedDict()
         # Recognised flows not yet ended: a clean stop writes them (mitmproxy runs their error
@@ -88,8 +90,26 @@ class ChatGPTCapture:
         loader.add_option("capture_hold_rows", int, DEFAULT_HOLD_ROWS,
                           "While writing fails (a full disk), hold up to this many rows in memory to write "
                           "when it works again; rows beyond are dropped and counted.")
+        loader.add_option("capture_watch", str, "",
+                          "Publish live progress for `analyze watch` to this loopback UDP HOST:PORT "
+                          "(e.g. 127.0.0.1:7878); empty: off. Records are dropped when nobody listens.")
+
+    def _configure_watch(self) -> None:
+        if self.watch is not None:
+            self.watch.close()
+            self.watch = None
+        if not ctx.options.capture_watch:
+            return
+        try:
+            self.watch = WatchPublisher(parse_address(ctx.options.capture_watch))
+        except (ValueError, OSError) as exc:
+            log.error("chatwire: %s", exc)
+            return
+        log.info("chatwire: publishing live progress to udp://%s:%d", *self.watch.address)
 
     def configure(self, updated: set[str]) -> None:
+        if "capture_watch" in updated:
+            self._configure_watch()
         keys = {"capture_path", "capture_flush_ms", "capture_redact", "capture_all_flows", "capture_mode",
                 "capture_hold_rows"}
         if self.pipeline is not None and not (updated & keys):
@@ -144,9 +164,13 @@ class ChatGPTCapture:
         if not (is_stream_answer(content_type, flow.request.headers.get("accept"))
                 or is_ndjson_stream(flow.request.method, flow.request.path, content_type)):
             return
+        if response.raw_content is not None:
+            # A flow read from a file (mitmdump -nr) already has its body and its per-chunk
+            # timing: a new recorder would replace that timing with an empty one.
+            return
         existing = response.stream
         if might_stream(flow.request.method, flow.request.path):
-            response.stream = ChunkRecorder(flow, existing if callable(existing) else None)
+            response.stream = ChunkRecorder(flow, existing if callable(existing) else None, self.watch)
         elif not existing:
             # Not ours, but plain mitmproxy would buffer it whole (mitmproxy issue #4469):
             # pass the bytes through untouched as they come.
@@ -156,6 +180,8 @@ class ChatGPTCapture:
     def response(self, flow: http.HTTPFlow) -> None:
         if flow.websocket is None:
             self._submit(flow)
+            if self.watch is not None:
+                self.watch.flow_finished(flow)
         else:
             self._in_flight.pop(flow.id, None)  # a socket: its end is websocket_end
 
@@ -185,6 +211,9 @@ class ChatGPTCapture:
         self._submit(flow)
 
     def done(self) -> None:
+        if self.watch is not None:
+            self.watch.close()
+            self.watch = None
         if self.pipeline is not None:
             try:
                 self._stop_in_flight()

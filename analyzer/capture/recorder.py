@@ -21,20 +21,26 @@ StreamHook = Callable[[bytes], bytes | Iterable[bytes]]
 
 
 class ChunkRecorder:
-    __slots__ = ("flow", "parts", "timing", "finished", "downstream")
+    __slots__ = ("flow", "parts", "timing", "finished", "downstream", "watch")
 
-    def __init__(self, flow: http.HTTPFlow, downstream: StreamHook | None = None) -> None:
+    def __init__(self, flow: http.HTTPFlow, downstream: StreamHook | None = None, watch=None) -> None:
         self.flow = flow
         self.parts: list[bytes] = []
         self.timing: list[list] = []  # [[epoch seconds, n bytes], ...]; a list so it serialises
         self.finished = False
         self.downstream = downstream  # another addon's stream callable, still honoured
+        self.watch = watch  # a WatchPublisher (analyzer/capture/watch.py) or None: appends only
+        if watch is not None:
+            watch.stream_started(flow)
         flow.metadata.setdefault(METADATA_KEY, {})["chunks"] = self.timing
 
     def __call__(self, data: bytes) -> bytes | Iterable[bytes]:
         if data:
-            self.timing.append([time.time(), len(data)])
+            at = time.time()
+            self.timing.append([at, len(data)])
             self.parts.append(data)
+            if self.watch is not None:
+                self.watch.chunk(self.flow, at, data)
         else:
             self.finish()
         return self.downstream(data) if self.downstream is not None else data
@@ -46,3 +52,5 @@ class ChunkRecorder:
         self.finished = True
         self.flow.response.raw_content = b"".join(self.parts)
         self.parts = []
+        if self.watch is not None:
+            self.watch.stream_ended(self.flow)

@@ -1,0 +1,1 @@
+"""``analyze watch``: the live view of a capture in progress, fed by the addon's watch channel."""
