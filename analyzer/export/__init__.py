@@ -1,0 +1,1 @@
+"""Exports of a capture into other tools' formats (``analyze export …``)."""
