@@ -328,3 +328,14 @@ def test_bad_arguments_and_bad_capture(capture_path, tmp_path):
 def test_empty_capture_exports_nothing(tmp_path):
     path = make_capture(tmp_path / "empty.parquet", {})
     assert _export_file(path, tmp_path) == []
+
+
+def test_websocket_turn_takes_host_and_port_from_its_socket_flow(tmp_path):
+    rows = turn(C2, flow_id="W1#0", at=T0, assistant_id="m-w", assistant_text="hi", user_id="m-u",
+                user_text="q", parent_id="client-created-root", with_events=False)
+    rows["flows"] = [flow_row("W1", at=T0 - 5, kind="websocket", method="GET", path="/ws",
+                              status_code=101, host="ws.chatgpt.com", port=8443)]
+    traces, _ = _parse(_export_file(make_capture(tmp_path / "ws.parquet", rows), tmp_path))
+    a = _attrs(_spans(traces)["W1#0"].attributes)
+    assert a["server.address"] == "ws.chatgpt.com" and a["server.port"] == 8443
+    assert "http.response.status_code" not in a and "error.type" not in a

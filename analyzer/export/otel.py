@@ -245,7 +245,11 @@ def turn_answers(capture: Capture, *, content: bool = False) -> list[Answer]:
     for row in turns.to_dict("records"):
         row = _clean(row)
         flow_id = str(row["flow_id"])
-        flow = _clean(flows.loc[flow_id].to_dict()) if flow_id in flows.index else {}
+        # A WebSocket turn ``<ws flow id>#<n>`` has the socket's flow row (host, port).
+        flow_key = flow_id if flow_id in flows.index else flow_id.split("#", 1)[0]
+        flow = _clean(flows.loc[flow_key].to_dict()) if flow_key in flows.index else {}
+        if flow_key != flow_id:
+            flow.pop("status_code", None)  # the socket's 101, not this answer's
         start = row.get("started_at", flow.get("started_at"))
         if start is None:
             continue  # a turn without any time cannot be a span
