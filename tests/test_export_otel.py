@@ -239,6 +239,8 @@ def test_metrics_use_the_conventions_buckets_and_hand_worked_values(capture_path
 
     _, ttfc, _ = hists["gen_ai.client.operation.time_to_first_chunk"]
     web = _point(ttfc, **{"gen_ai.request.model": "gpt-4o", "error.type": None})
+    assert list(web.explicit_bounds) == list(web_ok.explicit_bounds)  # the conventions: same as duration
+    assert web.bucket_counts[6] == 1 and web.bucket_counts[7] == 1  # 0.5 in (0.32,0.64], 0.8 in (0.64,1.28]
     assert web.count == 2 and web.sum == pytest.approx(1.3) and web.min == pytest.approx(0.5)
     assert not [p for p in ttfc if "error.type" in _attrs(p.attributes)]  # failures are not recorded
     assert not [p for p in ttfc if _attrs(p.attributes).get("server.address") == "api.openai.com"
@@ -247,6 +249,8 @@ def test_metrics_use_the_conventions_buckets_and_hand_worked_values(capture_path
     _, tpoc, _ = hists["gen_ai.client.operation.time_per_output_chunk"]
     web = _point(tpoc, **{"gen_ai.request.model": "gpt-4o", "error.type": None})
     assert web.count == 4 and web.sum == pytest.approx(0.04 + 0.06 + 0.10 + 0.20)
+    # 0.04 in (0.02,0.04]; 0.06 in (0.04,0.08]; 0.10 in (0.08,0.16]; 0.20 in (0.16,0.32]
+    assert list(web.bucket_counts[:6]) == [0, 0, 1, 1, 1, 1]
     api = _point(tpoc, **{"gen_ai.request.model": "gpt-4o-mini"})
     assert api.count == 2 and api.sum == pytest.approx(0.05 + 0.10)
 

@@ -41,9 +41,9 @@ DURATION_BUCKETS_S = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12
                       40.96, 81.92)
 TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216,
                  67108864)
-TTFC_BUCKETS_S = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0,
-                  7.5, 10.0)
-TPOC_BUCKETS_S = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5)
+# The two chunk histograms take the same boundaries as the duration (the conventions say so).
+TTFC_BUCKETS_S = DURATION_BUCKETS_S
+TPOC_BUCKETS_S = DURATION_BUCKETS_S
 
 # Provider names of the conventions' gen_ai.provider.name list, by host.
 _PROVIDER_HOSTS = (
