@@ -343,3 +343,56 @@ def test_websocket_turn_takes_host_and_port_from_its_socket_flow(tmp_path):
     a = _attrs(_spans(traces)["W1#0"].attributes)
     assert a["server.address"] == "ws.chatgpt.com" and a["server.port"] == 8443
     assert "http.response.status_code" not in a and "error.type" not in a
+
+
+def test_live_capture_through_mitmdump_exports_with_the_origins_timing(tmp_path, origin, mitmdump_factory):
+    """A real session through a real mitmdump, exported to a real receiver: span events sit at the
+    origin's own send times (its send log is the oracle), one trace per conversation."""
+    import ssl
+    from pathlib import Path
+
+    from analyzer.store import load_capture
+    from tests.origin.session import run_session
+
+    addon = Path(__file__).resolve().parent.parent / "addons" / "chatgpt_capture.py"
+    capture_path = tmp_path / "live.parquet"
+    proxy = mitmdump_factory(script=addon, options={"capture_path": capture_path, "capture_flush_ms": 200})
+    since = len(origin.log())
+    record = run_session(origin.url, proxy=proxy.proxy_url, verify=ssl.create_default_context(cafile=str(proxy.ca_path)),
+                         formats=("v1",), n_turns=2, delays=(120, 15), analytics=False, api=True)
+    assert proxy.stop() == 0
+    with OTLPReceiver() as receiver:
+        result = CliRunner().invoke(main, ["export", "otel", str(capture_path), "--endpoint", receiver.endpoint])
+        assert result.exit_code == 0, result.output
+    spans = _spans(receiver.traces)
+    flow_ray = load_capture(capture_path).table("flows").set_index("flow_id")["cf_ray"]
+    sent = {(r["cf_ray"], r["index"]): r["t"] for r in origin.log(since) if r["kind"] == "event"}
+
+    posted = record.conversation_streams
+    turn_spans = {fid: s for fid, s in spans.items() if _attrs(s.attributes)["chatwire.answer"] == "conversation_turn"}
+    assert len(turn_spans) == len(posted) >= 2
+    conv = {s.conversation_id for s in posted}
+    assert {_attrs(s.attributes)["gen_ai.conversation.id"] for s in turn_spans.values()} == conv
+    assert len({s.trace_id for s in turn_spans.values()}) == len(conv)
+    lags = []
+    for flow_id, span in turn_spans.items():
+        ray = flow_ray.loc[flow_id]
+        times = [sent[(ray, i)] for i in range(len(span.events)) if (ray, i) in sent]
+        assert times, flow_id
+        # The span covers what the origin sent: it starts before the first event left the origin
+        # and ends at the last event's arrival, which is after that event was sent.
+        assert span.start_time_unix_nano < min(times) * 1e9
+        assert span.end_time_unix_nano >= max(times) * 1e9 - 10e6
+        for i, event in enumerate(span.events):
+            if (ray, i) in sent:
+                lags.append(event.time_unix_nano / 1e6 - sent[(ray, i)] * 1000)
+        ttfc = _attrs(span.attributes)["gen_ai.response.time_to_first_chunk"]
+        assert 0.1 <= ttfc <= 1.5  # the origin waits 120 ms before the first token
+    assert min(lags) > -10 and max(lags) < 1000  # arrival at the proxy, just after the origin sent
+
+    api_spans = [s for s in spans.values() if _attrs(s.attributes)["chatwire.answer"] == "api_call"]
+    assert len(api_spans) == 4
+    streamed = [_attrs(s.attributes) for s in api_spans if _attrs(s.attributes)["gen_ai.request.stream"]]
+    assert len(streamed) == 2 and all("gen_ai.response.time_to_first_chunk" in a for a in streamed)
+    assert all(_attrs(s.attributes)["gen_ai.usage.output_tokens"] > 0 for s in api_spans)
+    assert len({s.trace_id for s in api_spans}) == 4
