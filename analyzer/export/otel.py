@@ -137,10 +137,12 @@ def _flows(capture: Capture) -> pd.DataFrame:
     return flows.drop_duplicates("flow_id", keep="first").set_index("flow_id")
 
 
-def _events_by_flow(capture: Capture, flow_ids: set[str]) -> dict[str, list[dict]]:
+def _events_by_flow(capture: Capture, flow_ids: set[str], content: bool) -> dict[str, list[dict]]:
     if not flow_ids:
         return {}
-    events = capture.table("stream_events", ["flow_id", "seq", "at", "type", "text", "n_bytes"])
+    # The text column is the largest: read it only when it is exported.
+    columns = ["flow_id", "seq", "at", "type", "n_bytes", *(["text"] if content else [])]
+    events = capture.table("stream_events", columns)
     events = events[events["flow_id"].isin(flow_ids) & events["at"].notna()]
     events = events.drop_duplicates(["flow_id", "seq"]).sort_values(["flow_id", "seq"], kind="stable")
     out: dict[str, list[dict]] = defaultdict(list)
@@ -240,7 +242,7 @@ def turn_answers(capture: Capture, *, content: bool = False) -> list[Answer]:
         return []
     flows = _flows(capture)
     gaps = _gaps_by_flow(latency.itl_gaps(capture))
-    events = _events_by_flow(capture, set(turns["flow_id"]))
+    events = _events_by_flow(capture, set(turns["flow_id"]), content)
     out = []
     for row in turns.to_dict("records"):
         row = _clean(row)
@@ -302,7 +304,7 @@ def api_answers(capture: Capture, *, content: bool = False) -> list[Answer]:
         return []
     flows = _flows(capture)
     gaps = _gaps_by_flow(latency.itl_gaps(capture, api=True))
-    events = _events_by_flow(capture, set(calls["flow_id"]))
+    events = _events_by_flow(capture, set(calls["flow_id"]), content)
     out = []
     for row in calls.to_dict("records"):
         row = _clean(row)
