@@ -388,7 +388,9 @@ def test_live_capture_through_mitmdump_exports_with_the_origins_timing(tmp_path,
                 lags.append(event.time_unix_nano / 1e6 - sent[(ray, i)] * 1000)
         ttfc = _attrs(span.attributes)["gen_ai.response.time_to_first_chunk"]
         assert 0.1 <= ttfc <= 1.5  # the origin waits 120 ms before the first token
-    assert min(lags) > -10 and max(lags) < 1000  # arrival at the proxy, just after the origin sent
+    # The origin stamps an event just after handing it over, so under load an arrival can precede
+    # the stamp by a little; generous bounds that still catch a wrong clock or offset.
+    assert min(lags) > -100 and max(lags) < 1000
 
     api_spans = [s for s in spans.values() if _attrs(s.attributes)["chatwire.answer"] == "api_call"]
     assert len(api_spans) == 4
