@@ -398,3 +398,20 @@ def test_live_capture_through_mitmdump_exports_with_the_origins_timing(tmp_path,
     assert len(streamed) == 2 and all("gen_ai.response.time_to_first_chunk" in a for a in streamed)
     assert all(_attrs(s.attributes)["gen_ai.usage.output_tokens"] > 0 for s in api_spans)
     assert len({s.trace_id for s in api_spans}) == 4
+
+
+def test_control_characters_from_traffic_are_escaped_not_altered(tmp_path):
+    """Text from traffic stays inert in the file (raw C1/bidi characters become JSON escapes) and
+    reads back as the same value."""
+    hostile = "evil\u202etxt\x85\x1b[31m"
+    rows = turn(C1, flow_id="H1", at=T0, assistant_id="m-h", assistant_text=hostile, user_id="m-u",
+                user_text="q", parent_id="client-created-root", with_events=False)
+    out = tmp_path / "hostile.jsonl"
+    result = CliRunner().invoke(main, ["export", "otel", str(make_capture(tmp_path / "h.parquet", rows)),
+                                       "-o", str(out), "--content"])
+    assert result.exit_code == 0, result.output
+    raw = out.read_text()
+    assert "\u202e" not in raw and "\x85" not in raw and "\x1b" not in raw
+    traces, _ = _parse([json.loads(line) for line in raw.splitlines()])
+    output = json.loads(_attrs(_spans(traces)["H1"].attributes)["gen_ai.output.messages"])
+    assert output[0]["parts"][0]["content"] == hostile

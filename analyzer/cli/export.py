@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from analyzer.cli.options import capture_arguments, write_output
+from analyzer.inert import inert
 
 
 @click.group("export")
@@ -43,17 +44,18 @@ def otel(capture, output: str | None, endpoint: str | None, content: bool, timeo
     try:
         found = otel_lib.answers(capture, content=content)
     except CaptureError as exc:
-        raise click.ClickException(str(exc)) from exc
+        raise click.ClickException(inert(str(exc))) from exc
     spans = otel_lib.build_spans(found)
     metrics = otel_lib.build_metrics(found)
     if output is not None:
-        write_output(otel_lib.to_jsonl(spans, metrics), output)
+        # "json": each line is a JSON document, so text from traffic is escaped, not altered.
+        write_output(otel_lib.to_jsonl(spans, metrics), output, "json")
         where = output
     else:
         try:
             otel_lib.send(spans, metrics, endpoint, timeout=timeout)
         except otel_lib.ExportError as exc:
-            raise click.ClickException(str(exc)) from exc
+            raise click.ClickException(inert(str(exc))) from exc
         where = endpoint
     n_traces = len({s.context.trace_id for s in spans})
-    click.echo(f"exported {len(spans)} spans in {n_traces} traces to {where}", err=True)
+    click.echo(inert(f"exported {len(spans)} spans in {n_traces} traces to {where}"), err=True)
