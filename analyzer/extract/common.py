@@ -120,26 +120,33 @@ def _chunks(flow: http.HTTPFlow, raw: bytes) -> Iterator[tuple[bytes, float | No
         yield raw, None
 
 
-def response_events(flow: http.HTTPFlow) -> TimedEvents:
-    """Every SSE event of the response, each stamped with the arrival of the chunk that completed it."""
+def _timed_parse(flow: http.HTTPFlow, parser, as_text: bool) -> tuple[list, str | None]:
+    """Decode the response chunk by chunk and feed ``parser`` (SSE or NDJSON), each item stamped
+    with the arrival of the chunk that completed it; (items, error)."""
     response = flow.response
     raw = (response.raw_content if response is not None else None) or b""
     if len(raw) > MAX_PARSE_BYTES:
-        return TimedEvents([], f"stream of {len(raw)} bytes is too large to parse")
-    parser = SSEParser()
-    events: list[SSEEvent] = []
+        return [], f"stream of {len(raw)} bytes is too large to parse"
+    items: list = []
     last_at: float | None = None
     try:
         decoder = BodyDecoder(header(response, "content-encoding"))
+        decode = decoder.decode if as_text else decoder.decode_bytes
         for piece, at in _chunks(flow, raw):
             last_at = at
-            events.extend(parser.feed(decoder.decode(piece), at))
-        events.extend(parser.feed(decoder.finish(), last_at))
+            items.extend(parser.feed(decode(piece), at))
+        items.extend(parser.feed(decoder.finish() if as_text else decoder.finish_bytes(), last_at))
     except BodyDecodeError as exc:
-        events.extend(parser.close(last_at))
-        return TimedEvents(events, str(exc))
-    events.extend(parser.close(last_at))
-    return TimedEvents(events)
+        items.extend(parser.close(last_at))
+        return items, str(exc)
+    items.extend(parser.close(last_at))
+    return items, None
+
+
+def response_events(flow: http.HTTPFlow) -> TimedEvents:
+    """Every SSE event of the response, each stamped with the arrival of the chunk that completed it."""
+    events, error = _timed_parse(flow, SSEParser(), as_text=True)
+    return TimedEvents(events, error)
 
 
 @dataclass
@@ -150,24 +157,8 @@ class TimedLines:
 
 def response_lines(flow: http.HTTPFlow) -> TimedLines:
     """Every NDJSON line of the response, each stamped with the arrival of the chunk that completed it."""
-    response = flow.response
-    raw = (response.raw_content if response is not None else None) or b""
-    if len(raw) > MAX_PARSE_BYTES:
-        return TimedLines([], f"stream of {len(raw)} bytes is too large to parse")
-    parser = NDJSONParser()
-    lines: list[NDJSONLine] = []
-    last_at: float | None = None
-    try:
-        decoder = BodyDecoder(header(response, "content-encoding"))
-        for piece, at in _chunks(flow, raw):
-            last_at = at
-            lines.extend(parser.feed(decoder.decode_bytes(piece), at))
-        lines.extend(parser.feed(decoder.finish_bytes(), last_at))
-    except BodyDecodeError as exc:
-        lines.extend(parser.close(last_at))
-        return TimedLines(lines, str(exc))
-    lines.extend(parser.close(last_at))
-    return TimedLines(lines)
+    lines, error = _timed_parse(flow, NDJSONParser(), as_text=False)
+    return TimedLines(lines, error)
 
 
 def offset_ms(at: float | None, start: float) -> float | None:
