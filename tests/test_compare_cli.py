@@ -182,6 +182,17 @@ def test_where_filters_on_one_dataset(caps):
     assert direct["comparisons"] == doc["comparisons"]
 
 
+def test_empty_capture_is_insufficient_data_not_an_error(caps, tmp_path):
+    empty = make_capture(tmp_path / "empty.parquet")
+    result = run(str(empty), str(caps["a"]), "--format", "json")
+    assert result.exit_code == 0
+    doc = json.loads(result.output)
+    assert doc["a"]["answers"] == 0 and doc["verdicts"]["insufficient data"] == 4
+    for c in doc["comparisons"]:
+        assert c["a"] == {"n": 0, "p50": None, "p90": None} and c["diff_p50_ms"] is None and c["ci95_ms"] is None
+    assert "insufficient data" in run(str(empty), str(empty)).output
+
+
 # -- formats --------------------------------------------------------------------------------------
 
 
