@@ -6,7 +6,7 @@ return, so that swapping it for ``analyzer.engine.answer_metrics`` is a one-line
 
 Columns: flow_id, kind (``turn`` | ``api``), conversation_id, model, capture (the capture
 directory's name), label (null until captures carry one), day (``YYYY-MM-DD``, UTC), hour
-(``YYYY-MM-DD HH:00``, UTC), host, stream_format, started_at, ttft_ms, e2e_ms, tpot_ms,
+(``YYYY-MM-DDTHH:00Z``, UTC), host, stream_format, started_at, ttft_ms, e2e_ms, tpot_ms,
 itl_p50_ms (the median of the answer's own inter-token gaps), n_gaps.
 """
 
@@ -48,7 +48,7 @@ def _capture_names(capture: Capture, flow_ids: pd.Series) -> pd.Series:
 def _with_time_columns(frame: pd.DataFrame) -> pd.DataFrame:
     started = pd.to_datetime(frame["started_at"], utc=True)
     frame["day"] = started.dt.strftime("%Y-%m-%d").astype("str")
-    frame["hour"] = started.dt.strftime("%Y-%m-%d %H:00").astype("str")
+    frame["hour"] = started.dt.strftime("%Y-%m-%dT%H:00Z").astype("str")
     return frame
 
 
