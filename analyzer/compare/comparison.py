@@ -73,26 +73,30 @@ def side(frame: pd.DataFrame, paths: Sequence[str], where: str | None) -> Side:
     return Side(tuple(str(p) for p in paths), where, int(len(frame)), caps)
 
 
-def _groups(frame: pd.DataFrame, by: str | None) -> pd.Series:
+def _group_rows(frame: pd.DataFrame, by: str | None) -> dict[str, np.ndarray]:
+    """Group name -> row positions in ``frame`` (``unknown`` for null or empty keys; ``all`` without ``by``)."""
     if by is None:
-        return pd.Series(ALL_GROUP, index=frame.index, dtype="str")
-    values = frame[by].astype("str")
-    return values.mask(values.isna() | (values == ""), UNKNOWN_GROUP).fillna(UNKNOWN_GROUP)
+        return {ALL_GROUP: np.arange(len(frame))}
+    values = frame[by].astype("str").reset_index(drop=True)
+    keys = values.mask(values.isna() | (values == ""), UNKNOWN_GROUP).fillna(UNKNOWN_GROUP)
+    return {str(k): np.asarray(v, dtype="int64") for k, v in keys.groupby(keys, sort=False).indices.items()}
 
 
 def compare_frames(a: pd.DataFrame, b: pd.DataFrame, a_side: Side, b_side: Side,
                    settings: Settings) -> CompareResult:
     """Every (metric, group) pair of ``a`` and ``b`` compared; groups are the union of both sides'."""
-    ga, gb = _groups(a, settings.by), _groups(b, settings.by)
-    groups = sorted(set(ga.unique()) | set(gb.unique())) if settings.by else [ALL_GROUP]
+    # Row positions of each group, found once (an hourly grouping of a month has hundreds of groups).
+    rows_a, rows_b = _group_rows(a, settings.by), _group_rows(b, settings.by)
+    groups = sorted(set(rows_a) | set(rows_b)) if settings.by else [ALL_GROUP]
+    none = np.empty(0, dtype="int64")
     samples: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
     for metric in settings.metrics:
         column = METRICS[metric]
-        va, vb = a[column].to_numpy(dtype="float64", na_value=np.nan), b[column].to_numpy(dtype="float64",
-                                                                                           na_value=np.nan)
+        va = a[column].to_numpy(dtype="float64", na_value=np.nan)
+        vb = b[column].to_numpy(dtype="float64", na_value=np.nan)
         for group in groups:
-            samples[(metric, group)] = (stats.finite(va[(ga == group).to_numpy()]),
-                                        stats.finite(vb[(gb == group).to_numpy()]))
+            samples[(metric, group)] = (stats.finite(va[rows_a.get(group, none)]),
+                                        stats.finite(vb[rows_b.get(group, none)]))
     comparisons = stats.compare_all(
         [(m, g, sa, sb) for (m, g), (sa, sb) in samples.items()],
         alpha=settings.alpha, resamples=settings.resamples, seed=settings.seed, min_n=settings.min_n)
