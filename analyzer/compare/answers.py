@@ -2,7 +2,10 @@
 
 This is the single place ``analyze compare`` gets its samples from. It builds, from today's
 ``analyzer.analysis.latency`` frames, the columns the engine's ``answer_metrics`` is specified to
-return, so that swapping it for ``analyzer.engine.answer_metrics`` is a one-line change here.
+return, so that swapping it for ``analyzer.engine.answer_metrics`` is a one-line change here:
+replace :func:`answer_metrics` by ``from analyzer.engine import answer_metrics`` (the CLI and the
+tests import it from this module only). The engine labels a capture without a label
+``unlabelled`` where this adapter leaves ``label`` null.
 
 Columns: flow_id, kind (``turn`` | ``api``), conversation_id, model, capture (the capture
 directory's name), label (null until captures carry one), day (``YYYY-MM-DD``, UTC), hour
