@@ -59,7 +59,8 @@ def _write(path: Path, name: str, columns: dict[str, pa.Array], part: int) -> No
     write_part(path / name, table, f"part-{part:06d}.parquet")
 
 
-def make(path: Path, turns: int, events_per_turn: int, beacons: int, analytics: int, seed: int = 7) -> dict:
+def make(path: Path, turns: int, events_per_turn: int, beacons: int, analytics: int, seed: int = 7,
+         ttft_shift_ms: float = 0.0) -> dict:
     rng = np.random.default_rng(seed)
     if path.exists():
         shutil.rmtree(path)
@@ -79,7 +80,7 @@ def make(path: Path, turns: int, events_per_turn: int, beacons: int, analytics: 
     rays = _rays(rng, turns)
     n_pre = 3  # delta_encoding, resume token, the assistant message "add" (empty text)
     n_text = events_per_turn - n_pre - 2  # then text appends, then message_stream_complete and [DONE]
-    ttft = rng.lognormal(np.log(700), 0.4, size=turns)
+    ttft = rng.lognormal(np.log(700), 0.4, size=turns) + ttft_shift_ms  # shift: a "slower" capture (bench/compare_large.py)
     gaps = rng.lognormal(np.log(25), 0.8, size=(turns, n_text - 1)).astype("float64")
     # offsets of the text events: ttft, then cumulative gaps (one answer per row)
     text_offsets = np.concatenate([ttft[:, None], ttft[:, None] + np.cumsum(gaps, axis=1)], axis=1)
@@ -214,9 +215,12 @@ def main() -> None:
     parser.add_argument("--events-per-turn", type=int, default=100)
     parser.add_argument("--beacons", type=int, default=1_000_000)
     parser.add_argument("--analytics", type=int, default=20_000, help="Segment and Statsig events, each")
+    parser.add_argument("--seed", type=int, default=7, help="Random seed (another seed: another sample)")
+    parser.add_argument("--ttft-shift-ms", type=float, default=0.0, help="Added to every TTFT (and so to E2E)")
     args = parser.parse_args()
     t = time.perf_counter()
-    counts = make(args.path, args.turns, args.events_per_turn, args.beacons, args.analytics)
+    counts = make(args.path, args.turns, args.events_per_turn, args.beacons, args.analytics, args.seed,
+                  args.ttft_shift_ms)
     print(f"wrote {args.path} in {time.perf_counter() - t:.1f}s: "
           + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
 

@@ -13,7 +13,7 @@ import click
 
 # Module name under analyzer.cli -> the command it provides, in the order `--help` lists them.
 COMMAND_MODULES = ("summary", "report", "conversations", "privacy", "importer", "serve", "replay", "bench",
-                   "compact", "watch", "export")
+                   "compact", "watch", "export", "compare")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
