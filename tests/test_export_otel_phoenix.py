@@ -169,6 +169,8 @@ def _strict_parse(line: str) -> ExportTraceServiceRequest:
                              ignore_unknown_fields=False)
 
 
+# The first test to run installs Phoenix into its venv (minutes on a fresh machine): a long timeout.
+@pytest.mark.timeout(2400)
 def test_phoenix_stores_the_spans_with_their_times_attributes_events_and_ids(phoenix, tmp_path):
     capture_path = make_capture(tmp_path / "cap.parquet", _rows())
     lines = _file_lines(capture_path, tmp_path)
@@ -222,6 +224,7 @@ def test_phoenix_stores_the_spans_with_their_times_attributes_events_and_ids(pho
     assert stored["F1"]["status_code"] == "UNSET"
 
 
+@pytest.mark.timeout(2400)
 def test_phoenix_takes_the_file_lines_as_they_were_written(phoenix, tmp_path):
     """The OTLP/JSON file, parsed strictly and posted to Phoenix as protobuf (it takes no JSON)."""
     capture_path = make_capture(tmp_path / "cap.parquet", _rows())
