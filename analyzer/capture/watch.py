@@ -110,8 +110,8 @@ class _Live:
         except BodyDecodeError:
             self.lost = True
 
-    def feed_event(self, at: float, data: str, event: str | None = None, n_bytes: int = 0) -> None:
-        """One event of the answer (an SSE event's data, or a Codex socket's frame)."""
+    def feed_event(self, at: float, data: str, event: str | None = None, n_bytes: int = 0) -> str:
+        """One event of the answer (an SSE event's data, or a Codex socket's frame); its type."""
         if n_bytes:
             self._arrived(at, n_bytes)
         info = self.stream.feed(data, event)
@@ -119,6 +119,7 @@ class _Live:
         if info.text:
             self.n_text_events += 1
             self.first_text_at = self.first_text_at or at
+        return info.type
 
     def record(self) -> dict:
         stream = self.stream
@@ -215,15 +216,14 @@ class _LiveSocket:
 
     def _codex_frame(self, from_client: bool, content: bytes | str, at: float) -> list[_Live]:
         text = _frame_text(content)
-        obj = None
-        if text is not None and text.lstrip().startswith("{"):
+        if from_client:
+            if text is None or not text.lstrip().startswith("{"):
+                return []
             try:
                 obj = parse_json(text)
             except ValueError:
-                obj = None
-        kind = obj.get("type") if isinstance(obj, dict) else None
-        if from_client:
-            if kind != "response.create":
+                return []
+            if not isinstance(obj, dict) or obj.get("type") != "response.create":
                 return []
             ended = [live for live in self.answers if not live.done]  # a create before the last answer ended
             for live in ended:
@@ -235,8 +235,7 @@ class _LiveSocket:
         current = self.answers[-1] if self.answers else self._new(at, ApiStream("responses"))
         if current.done:
             return []  # a frame after the answer ended (a timing note): not part of its timing
-        current.feed_event(at, text, n_bytes=len(text))
-        if kind in CODEX_TERMINAL:
+        if current.feed_event(at, text, n_bytes=len(text)) in CODEX_TERMINAL:
             current.done = True
             return [current]
         return []
