@@ -9,6 +9,15 @@ client − send time at the origin, minus nothing (same clock). Then the flow fi
 run is replayed with ``mitmdump -nr`` with and without the addon to measure extraction throughput.
 
     .venv/bin/python bench/capture_latency.py [--streams 40] [--events 100] [--gap-ms 5]
+
+``--watch`` measures the watch channel (``capture_watch``) instead: four proxies in the same rounds
+(no addon; the addon with the channel off; on, with a real ``analyze watch`` process listening; on,
+with nobody listening, so every datagram is dropped), ``--runs`` runs of ``--streams`` streams
+each, configurations alternating stream by stream in an order that rotates every round; it reports
+each run's p50/p99 and their ratios, and ``--docs docs/benchmarks.md`` writes the result into that
+file's watch section (between its ``watch-bench`` markers).
+
+    .venv/bin/python bench/capture_latency.py --watch [--runs 5] [--streams 20] [--docs docs/benchmarks.md]
 """
 
 from __future__ import annotations
@@ -17,6 +26,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import socket
@@ -107,9 +117,17 @@ def main() -> None:
     ap.add_argument("--extract-streams", type=int, default=300,
                     help="streams recorded into the flow file used for the extraction measurement")
     ap.add_argument("--watch", action="store_true",
-                    help="also measure the addon with its watch channel on (capture_watch), with a "
-                         "listener draining it and with nobody listening")
+                    help="measure the watch channel instead (capture_watch): no addon, channel off, "
+                         "on with `analyze watch` listening, on with nobody listening")
+    ap.add_argument("--runs", type=int, default=5, help="with --watch: runs, each of --streams rounds")
+    ap.add_argument("--docs", type=Path, default=None,
+                    help="with --watch: write the result into this markdown file's watch-bench section")
     args = ap.parse_args()
+    if args.watch:
+        watch_bench(args)
+        return
+    if args.docs is not None:
+        ap.error("--docs goes with --watch")
 
     tmp = Path(tempfile.mkdtemp(prefix="chatwire-bench-"))
     procs: list[subprocess.Popen] = []
@@ -131,32 +149,6 @@ def main() -> None:
                    "mitmdump + chatwire addon": cap_port,
                    "baseline under analytics load": base_busy_port,
                    "chatwire under analytics load (writer busy)": busy_port}
-        watch_stop = threading.Event()
-        watch_received = [0]
-        if args.watch:
-            # The watch channel on: one addon whose datagrams a listener drains, one that sends to
-            # a port nobody listens on (the datagrams are dropped by the kernel).
-            listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            listener.bind(("127.0.0.1", 0))
-            listener.settimeout(0.2)
-            deaf = free_port()
-
-            def drain_watch() -> None:
-                while not watch_stop.is_set():
-                    try:
-                        listener.recv(65536)
-                        watch_received[0] += 1
-                    except TimeoutError:
-                        pass
-
-            threading.Thread(target=drain_watch, daemon=True).start()
-            for name, target in (("watch_deaf", deaf), ("watch_listened", listener.getsockname()[1])):
-                proc, port = start_mitmdump(tmp, name, addon, ["--set", f"capture_path={tmp / (name + '.parquet')}",
-                                                              "--set", f"capture_watch=127.0.0.1:{target}"])
-                procs.append(proc)
-                label = ("chatwire + watch channel (listener draining)" if name == "watch_listened"
-                         else "chatwire + watch channel (nobody listening)")
-                configs[label] = port
         clients = {k: httpx.Client(proxy=f"http://127.0.0.1:{p}" if p else None, timeout=60) for k, p in configs.items()}
         stop, counter, base_counter = threading.Event(), [0], [0]
         flooders = [threading.Thread(target=flood, args=(stop, port, origin, n), daemon=True)
@@ -178,10 +170,9 @@ def main() -> None:
             flooder.join()
         for c in clients.values():
             c.close()
-        for p in (base, cap, busy, base_busy, *procs[5:]):
+        for p in (base, cap, busy, base_busy):
             p.send_signal(signal.SIGINT)
             p.wait(timeout=60)
-        watch_stop.set()
 
         stats = {k: pct(v) for k, v in results.items()}
         baseline = stats["mitmdump, stream only (baseline)"]
@@ -227,11 +218,6 @@ def main() -> None:
                       / stats["baseline under analytics load"]["p99"])
         print(f"\np99 ratio addon / baseline: {ratio:.2f}; under analytics load (addon writing "
               f"{counter[0]} flows, baseline passing {base_counter[0]}): {busy_ratio:.2f}")
-        if args.watch:
-            for k in ("chatwire + watch channel (listener draining)", "chatwire + watch channel (nobody listening)"):
-                print(f"p99 ratio {k} / addon without it: "
-                      f"{stats[k]['p99'] / stats['mitmdump + chatwire addon']['p99']:.2f}")
-            print(f"watch records received by the listener: {watch_received[0]}")
         print(f"\nRSS of the addon's mitmdump: {rss_start:.0f} MiB after warm-up, {rss_end:.0f} MiB after "
               f"{args.streams} streams; the busy one ended at {rss_busy_end:.0f} MiB after {counter[0]} flows.")
         print(f"\nExtraction: `mitmdump -nr` of {n_flows} flows / {n_events} stream events: "
@@ -240,6 +226,163 @@ def main() -> None:
               f"{n_events / max(addon_s - plain_s, 1e-9):,.0f} events/s for the addon's share)")
     finally:
         for p in procs:
+            if p.poll() is None:
+                p.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# -- the watch channel's cost (--watch) ------------------------------------------------------------
+
+NO_ADDON, WATCH_OFF, WATCHED, DROPPED = ("no addon (stream only)", "chatwire, watch off",
+                                         "chatwire, watch on, `analyze watch` listening",
+                                         "chatwire, watch on, nobody listening (dropped)")
+WATCH_CONFIGS = (NO_ADDON, WATCH_OFF, WATCHED, DROPPED)
+DOCS_START, DOCS_END = "<!-- watch-bench:start -->", "<!-- watch-bench:end -->"
+
+
+def rotated(items: tuple, k: int) -> tuple:
+    """``items`` starting at position ``k`` (mod its length): each round puts another one first."""
+    k %= len(items)
+    return items[k:] + items[:k]
+
+
+def summarize_watch(runs: list[dict[str, list[float]]]) -> dict:
+    """Per run, p50/p99/mean of each configuration's added latency and the ratios that matter:
+    watch on / watch off (the channel's cost) and watch off / no addon (the addon's); then the
+    median, min and max of each ratio over the runs."""
+    per_run = []
+    for run in runs:
+        stats = {k: pct(v) for k, v in run.items()}
+        ratios = {}
+        for stat in ("p50", "p99", "mean"):
+            ratios[f"{WATCHED} / {WATCH_OFF} {stat}"] = stats[WATCHED][stat] / stats[WATCH_OFF][stat]
+            ratios[f"{DROPPED} / {WATCH_OFF} {stat}"] = stats[DROPPED][stat] / stats[WATCH_OFF][stat]
+            ratios[f"{WATCH_OFF} / {NO_ADDON} {stat}"] = stats[WATCH_OFF][stat] / stats[NO_ADDON][stat]
+        per_run.append({"stats": stats, "ratios": ratios})
+    spread = {}
+    for key in per_run[0]["ratios"]:
+        values = [r["ratios"][key] for r in per_run]
+        spread[key] = {"median": float(np.median(values)), "min": min(values), "max": max(values)}
+    pooled = {k: pct([x for run in runs for x in run[k]]) for k in runs[0]}
+    return {"runs": per_run, "ratios": spread, "pooled": pooled}
+
+
+def watch_markdown(summary: dict, meta: dict) -> str:
+    """The docs section's body: what ran, where, and the figures."""
+    lines = [
+        f"Command: `{meta['command']}`",
+        f"Machine: {meta['machine']}, {meta['date']}, load average {meta['load_before']:.2f} before and "
+        f"{meta['load_after']:.2f} after (1 min); {meta['n_runs']} runs × {meta['streams']} streams × "
+        f"{meta['events']} events per configuration, {meta['gap_ms']} ms apart; {meta['elapsed_s']:.0f} s.",
+        "",
+        "Ratios over the runs (median [min – max]); 1.00 is no difference:",
+        "",
+        "| ratio | p50 | p99 | mean |",
+        "|---|---|---|---|",
+    ]
+    for label, (a, b) in (("watch on, listened / watch off", (WATCHED, WATCH_OFF)),
+                          ("watch on, nobody listening / watch off", (DROPPED, WATCH_OFF)),
+                          ("watch off (the addon) / no addon", (WATCH_OFF, NO_ADDON))):
+        cells = []
+        for stat in ("p50", "p99", "mean"):
+            r = summary["ratios"][f"{a} / {b} {stat}"]
+            cells.append(f"{r['median']:.2f} [{r['min']:.2f} – {r['max']:.2f}]")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += ["", "Added latency per event, all runs pooled (ms):", "",
+              "| configuration | events | p50 | p99 | mean | max | p50 − watch off | p99 − watch off |",
+              "|---|---|---|---|---|---|---|---|"]
+    off = summary["pooled"][WATCH_OFF]
+    for k, st in summary["pooled"].items():
+        lines.append(f"| {k} | {st['n']} | {st['p50']:.3f} | {st['p99']:.3f} | {st['mean']:.3f} | {st['max']:.3f} "
+                     f"| {st['p50'] - off['p50']:+.3f} | {st['p99'] - off['p99']:+.3f} |")
+    lines += ["", "Per run, p99 ms (" + " / ".join(WATCH_CONFIGS) + "): "
+              + "; ".join(" / ".join(f"{r['stats'][k]['p99']:.2f}" for k in WATCH_CONFIGS) for r in summary["runs"])
+              + ".", "",
+              f"The watcher received {meta['watch_records']} records "
+              f"({meta['watch_records'] / max(meta['elapsed_s'], 1e-9):.1f}/s over the whole run)."]
+    return "\n".join(lines) + "\n"
+
+
+def replace_docs_section(text: str, body: str) -> str:
+    """``text`` with what stands between the watch-bench markers replaced by ``body``."""
+    pattern = re.compile(re.escape(DOCS_START) + r".*?" + re.escape(DOCS_END), re.S)
+    if not pattern.search(text):
+        raise ValueError(f"no {DOCS_START} … {DOCS_END} section to fill")
+    return pattern.sub(lambda _: f"{DOCS_START}\n{body}{DOCS_END}", text, count=1)
+
+
+def watch_bench(args: argparse.Namespace) -> None:
+    """Added latency per event with the watch channel off, on and listened, on and unheard, and
+    with no addon at all, in the same rounds."""
+    if args.runs < 1 or args.streams < 1:
+        raise SystemExit("--runs and --streams must be at least 1")
+    if args.docs is not None and DOCS_START not in args.docs.read_text():
+        raise SystemExit(f"{args.docs}: no {DOCS_START} marker to write the result under")
+    tmp = Path(tempfile.mkdtemp(prefix="chatwire-bench-watch-"))
+    procs: list[subprocess.Popen] = []
+    watcher = None
+    try:
+        port_file = tmp / "origin.port"
+        procs.append(subprocess.Popen([sys.executable, str(ROOT / "bench" / "sse_origin.py"), str(port_file)]))
+        while not port_file.exists() or not port_file.read_text():
+            time.sleep(0.05)
+        origin = int(port_file.read_text())
+        wait_port(origin)
+        addon = ROOT / "addons" / "chatgpt_capture.py"
+        watch_port, deaf_port = free_port(), free_port()
+        # The real watcher, in its own process as a user runs it (no terminal: it renders at the end).
+        watcher = subprocess.Popen([str(BIN / "analyze"), "watch", "--listen", f"127.0.0.1:{watch_port}"],
+                                   stdout=open(tmp / "watcher.out", "w"), stderr=subprocess.STDOUT)
+        ports = {}
+        for name, script, extra in (
+                (NO_ADDON, ROOT / "tests" / "origin" / "stream_only_addon.py", []),
+                (WATCH_OFF, addon, ["--set", f"capture_path={tmp / 'off.parquet'}"]),
+                (WATCHED, addon, ["--set", f"capture_path={tmp / 'watched.parquet'}",
+                                  "--set", f"capture_watch=127.0.0.1:{watch_port}"]),
+                (DROPPED, addon, ["--set", f"capture_path={tmp / 'dropped.parquet'}",
+                                  "--set", f"capture_watch=127.0.0.1:{deaf_port}"])):
+            proc, ports[name] = start_mitmdump(tmp, re.sub(r"\W+", "_", name), script, extra)
+            procs.append(proc)
+        clients = {k: httpx.Client(proxy=f"http://127.0.0.1:{p}", timeout=60) for k, p in ports.items()}
+        for c in clients.values():  # warm-up: connections, CA generation, imports
+            stream_once(c, origin, 5, 1)
+        load_before = os.getloadavg()[0]
+        t0 = time.time()
+        runs = []
+        for run in range(args.runs):
+            results: dict[str, list[float]] = {k: [] for k in WATCH_CONFIGS}
+            for i in range(args.streams):
+                for k in rotated(WATCH_CONFIGS, run * args.streams + i):
+                    results[k] += stream_once(clients[k], origin, args.events, args.gap_ms)
+            runs.append(results)
+            print(f"run {run + 1}/{args.runs}: p99 " + " / ".join(f"{pct(results[k])['p99']:.2f}"
+                                                                   for k in WATCH_CONFIGS) + " ms", file=sys.stderr)
+        elapsed = time.time() - t0
+        load_after = os.getloadavg()[0]
+        for c in clients.values():
+            c.close()
+        for p in procs[1:]:
+            p.send_signal(signal.SIGINT)
+            p.wait(timeout=60)
+        watcher.send_signal(signal.SIGINT)
+        watcher.wait(timeout=30)
+        found = re.findall(r"(\d+) records", (tmp / "watcher.out").read_text())
+        summary = summarize_watch(runs)
+        import mitmproxy.version
+
+        meta = {"command": " ".join([".venv/bin/python bench/capture_latency.py", *sys.argv[1:]]),
+                "machine": f"{platform.node()} ({os.cpu_count()} cores, Linux {platform.release()}, "
+                           f"Python {platform.python_version()}, mitmproxy {mitmproxy.version.VERSION})",
+                "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "load_before": load_before,
+                "load_after": load_after, "n_runs": args.runs, "streams": args.streams, "events": args.events,
+                "gap_ms": args.gap_ms, "elapsed_s": elapsed, "watch_records": int(found[-1]) if found else 0}
+        body = watch_markdown(summary, meta)
+        print(body)
+        if args.docs is not None:
+            args.docs.write_text(replace_docs_section(args.docs.read_text(), body))
+            print(f"wrote the watch section of {args.docs}", file=sys.stderr)
+    finally:
+        for p in [*procs, *([watcher] if watcher else [])]:
             if p.poll() is None:
                 p.kill()
         shutil.rmtree(tmp, ignore_errors=True)

@@ -415,3 +415,14 @@ def test_control_characters_from_traffic_are_escaped_not_altered(tmp_path):
     traces, _ = _parse([json.loads(line) for line in raw.splitlines()])
     output = json.loads(_attrs(_spans(traces)["H1"].attributes)["gen_ai.output.messages"])
     assert output[0]["parts"][0]["content"] == hostile
+
+
+def test_a_traces_url_gets_the_spans_only(capture_path, tmp_path):
+    """``--endpoint …/v1/traces`` is used as it is (as OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is):
+    spans there, no metrics anywhere."""
+    with OTLPReceiver() as receiver:
+        result = CliRunner().invoke(main, ["export", "otel", str(capture_path), "--endpoint",
+                                           f"{receiver.endpoint}/v1/traces"])
+        assert result.exit_code == 0, result.output
+    assert "spans only" in result.output
+    assert len(_spans(receiver.traces)) == 7 and receiver.metrics == []

@@ -205,10 +205,14 @@ class ChatGPTCapture:
         # Only a queue put here: the worker decides whether the frame finished an answer.
         if self.pipeline is not None and flow.websocket is not None and not flow.websocket.messages[-1].from_client:
             self.pipeline.submit_frame(flow)
+        if self.watch is not None and flow.websocket is not None:
+            self.watch.websocket_message(flow, flow.websocket.messages[-1])  # a deque append
 
     @_guarded
     def websocket_end(self, flow: http.HTTPFlow) -> None:
         self._submit(flow)
+        if self.watch is not None:
+            self.watch.socket_ended(flow)
 
     def done(self) -> None:
         if self.watch is not None:

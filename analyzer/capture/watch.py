@@ -8,6 +8,11 @@ stream at most every ``PUBLISH_INTERVAL`` seconds, plus one when it ends, to a l
 with a non-blocking ``sendto``: when nobody listens, or the listener is slow, the datagram is
 dropped by the kernel; nothing queues without bound. The records carry counts, timings and
 model names; never texts, headers, cookies or bodies.
+
+WebSocket answers take the same path: the addon's ``websocket_message`` hook appends the frame
+that just arrived, and the thread splits a socket's frames into answers as the extractors do (one
+per ``response.create`` on the Codex socket, ``<socket flow id>#<n>`` as in ``api_calls``; one per
+answer on ChatGPT's conversation socket, as in ``conversation_turns``).
 """
 
 from __future__ import annotations
@@ -22,12 +27,25 @@ import orjson
 from mitmproxy import http
 
 from analyzer.extract import extract_flow
+from analyzer.extract.codex_websocket import TERMINAL as CODEX_TERMINAL
 from analyzer.extract.common import header
-from analyzer.recognise import API, CONVERSATION, LATENCY_BEACON, SEGMENT, STATSIG, recognise
+from analyzer.json_codec import parse_json
+from analyzer.recognise import (
+    API,
+    CODEX_WEBSOCKET,
+    CONVERSATION,
+    CONVERSATION_WEBSOCKET,
+    LATENCY_BEACON,
+    SEGMENT,
+    STATSIG,
+    is_codex_responses,
+    recognise,
+)
 from analyzer.streams.conversation import ConversationStream
 from analyzer.streams.decoding import BodyDecodeError, BodyDecoder
 from analyzer.streams.openai_api import ApiStream, api_endpoint
 from analyzer.streams.sse import SSEParser
+from analyzer.streams.websocket import frame_turn_key, is_conversation_frame, sse_text_from_frame
 
 log = logging.getLogger(__name__)
 
@@ -50,41 +68,58 @@ def parse_address(value: str) -> tuple[str, int]:
 
 
 class _Live:
-    """The watch thread's view of one passing stream."""
+    """The watch thread's view of one passing answer (an HTTP stream, or one answer of a socket)."""
 
-    __slots__ = ("id", "kind", "path", "host", "started_at", "decoder", "parser", "stream", "model",
-                 "first_at", "first_text_at", "last_at", "n_bytes", "n_events", "n_text_events", "lost",
-                 "done", "sent_at", "dirty")
+    __slots__ = ("id", "kind", "path", "host", "started_at", "decoder", "parser", "stream", "first_at",
+                 "first_text_at", "last_at", "n_bytes", "n_events", "n_text_events", "lost", "done", "sent_at",
+                 "dirty", "key")
 
-    def __init__(self, flow: http.HTTPFlow, kind: str) -> None:
-        path = flow.request.path.split("?", 1)[0]
-        self.id, self.kind, self.path, self.host = flow.id, kind, path, flow.request.pretty_host
-        self.started_at = float(flow.request.timestamp_start)
-        self.decoder = BodyDecoder(header(flow.response, "content-encoding"))
+    def __init__(self, answer_id: str, kind: str, path: str, host: str, started_at: float,
+                 stream: ApiStream | ConversationStream, decoder: BodyDecoder | None = None) -> None:
+        self.id, self.kind, self.path, self.host, self.started_at = answer_id, kind, path, host, started_at
+        self.decoder = decoder
         self.parser = SSEParser()
-        self.stream = ApiStream(api_endpoint(path)) if kind == API else ConversationStream()
-        self.model = None
+        self.stream = stream
         self.first_at = self.first_text_at = self.last_at = None
         self.n_bytes = self.n_events = self.n_text_events = 0
         self.lost = self.done = self.dirty = False
         self.sent_at = 0.0
+        self.key: str | None = None  # the carrier's answer id (ChatGPT's socket), when it names one
 
-    def feed(self, at: float, data: bytes) -> None:
-        self.n_bytes += len(data)
+    @classmethod
+    def from_flow(cls, flow: http.HTTPFlow, kind: str) -> _Live:
+        path = flow.request.path.split("?", 1)[0]
+        stream = ApiStream(api_endpoint(path)) if kind == API else ConversationStream()
+        return cls(flow.id, kind, path, flow.request.pretty_host, float(flow.request.timestamp_start), stream,
+                   BodyDecoder(header(flow.response, "content-encoding")))
+
+    def _arrived(self, at: float, n_bytes: int) -> None:
+        self.n_bytes += n_bytes
         self.first_at = self.first_at or at
         self.last_at = at
         self.dirty = True
+
+    def feed(self, at: float, data: bytes) -> None:
+        """A chunk of an HTTP answer body, as it came (encoded, SSE)."""
+        self._arrived(at, len(data))
         if self.lost:
             return
         try:
-            for event in self.parser.feed(self.decoder.decode(data), at):
-                info = self.stream.feed(event.data, event.event)
-                self.n_events += 1
-                if info.text:
-                    self.n_text_events += 1
-                    self.first_text_at = self.first_text_at or at
+            for event in self.parser.feed(self.decoder.decode(data) if self.decoder else data, at):
+                self.feed_event(at, event.data, event.event)
         except BodyDecodeError:
             self.lost = True
+
+    def feed_event(self, at: float, data: str, event: str | None = None, n_bytes: int = 0) -> str:
+        """One event of the answer (an SSE event's data, or a Codex socket's frame); its type."""
+        if n_bytes:
+            self._arrived(at, n_bytes)
+        info = self.stream.feed(data, event)
+        self.n_events += 1
+        if info.text:
+            self.n_text_events += 1
+            self.first_text_at = self.first_text_at or at
+        return info.type
 
     def record(self) -> dict:
         stream = self.stream
@@ -108,6 +143,104 @@ class _Live:
         }
 
 
+def _frame_text(content: bytes | str) -> str | None:
+    if isinstance(content, str):
+        return content
+    try:
+        return content.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+class _LiveSocket:
+    """The answers of one WebSocket as its frames pass, split as the extractors split them
+    (analyzer/extract/codex_websocket.py, analyzer/extract/websocket.py)."""
+
+    __slots__ = ("flow_id", "kind", "path", "host", "answers", "n_answers", "last_client_at", "parser",
+                 "unknown_frames")
+
+    def __init__(self, flow: http.HTTPFlow) -> None:
+        self.flow_id = flow.id
+        self.path = flow.request.path.split("?", 1)[0]
+        self.host = flow.request.pretty_host
+        self.kind = CODEX_WEBSOCKET if is_codex_responses(self.path) else None  # ChatGPT's: told by a frame
+        self.answers: list[_Live] = []  # the last few only: a socket open all session keeps no history
+        self.n_answers = 0
+        self.last_client_at: float | None = None
+        self.parser = SSEParser()
+        self.unknown_frames = 0  # server frames before one told what the socket carries
+
+    @property
+    def ignored(self) -> bool:
+        """No answer in its first frames: a socket of another kind (the extractor looks at 50 too)."""
+        return self.kind is None and self.unknown_frames >= 50
+
+    def _new(self, at: float, stream: ApiStream | ConversationStream) -> _Live:
+        live = _Live(f"{self.flow_id}#{self.n_answers}", self.kind, self.path, self.host, at, stream)
+        self.n_answers += 1
+        self.answers.append(live)
+        del self.answers[:-2]
+        return live
+
+    def frame(self, from_client: bool, content: bytes | str, at: float) -> list[_Live]:
+        """Read one frame; the answers it ended (to publish at once)."""
+        if self.kind == CODEX_WEBSOCKET:
+            return self._codex_frame(from_client, content, at)
+        if from_client:
+            self.last_client_at = at
+            return []
+        if self.kind is None:
+            if not is_conversation_frame(content):
+                self.unknown_frames += 1
+                return []
+            self.kind = CONVERSATION_WEBSOCKET
+        text = sse_text_from_frame(content)
+        if text is None:
+            return []  # a conversation-update frame: no answer text
+        key = frame_turn_key(content)
+        ended = []
+        for event in self.parser.feed(text, at):
+            current = self.answers[-1] if self.answers else None
+            if current is None or current.done or (key and current.key and key != current.key):
+                if current is not None and not current.done:
+                    current.done = True  # the next answer began: this one is over
+                    ended.append(current)
+                current = self._new(self.last_client_at if self.last_client_at is not None else at,
+                                    ConversationStream())
+                current.key = key
+            current.feed_event(at, event.data, event.event, n_bytes=len(event.data))
+            if event.data == "[DONE]":
+                current.done = True
+                ended.append(current)
+        return ended
+
+    def _codex_frame(self, from_client: bool, content: bytes | str, at: float) -> list[_Live]:
+        text = _frame_text(content)
+        if from_client:
+            if text is None or not text.lstrip().startswith("{"):
+                return []
+            try:
+                obj = parse_json(text)
+            except ValueError:
+                return []
+            if not isinstance(obj, dict) or obj.get("type") != "response.create":
+                return []
+            ended = [live for live in self.answers if not live.done]  # a create before the last answer ended
+            for live in ended:
+                live.done = True
+            self._new(at, ApiStream("responses"))
+            return ended
+        if text is None:
+            return []
+        current = self.answers[-1] if self.answers else self._new(at, ApiStream("responses"))
+        if current.done:
+            return []  # a frame after the answer ended (a timing note): not part of its timing
+        if current.feed_event(at, text, n_bytes=len(text)) in CODEX_TERMINAL:
+            current.done = True
+            return [current]
+        return []
+
+
 class WatchPublisher:
     """Publishes progress records for ``analyze watch``; the addon calls only the cheap methods."""
 
@@ -121,6 +254,7 @@ class WatchPublisher:
         self.dropped_records = 0
         self._lost: set[str] = set()
         self._live: dict[str, _Live] = {}
+        self._sockets: dict[str, _LiveSocket] = {}
         self._counts = dict.fromkeys(ANALYTICS_TABLES, 0)
         self._wake = threading.Event()
         self._stop = False
@@ -133,7 +267,7 @@ class WatchPublisher:
             self.pending.append(item)
         else:
             self.dropped_chunks += 1
-            if item[0] == "chunk":
+            if item[0] in ("chunk", "frame"):
                 self._lost.add(item[1].id)
 
     def stream_started(self, flow: http.HTTPFlow) -> None:
@@ -144,6 +278,13 @@ class WatchPublisher:
 
     def stream_ended(self, flow: http.HTTPFlow) -> None:
         self._put(("end", flow))
+
+    def websocket_message(self, flow: http.HTTPFlow, message) -> None:
+        """A WebSocket frame (``mitmproxy.websocket.WebSocketMessage``) just passed, either way."""
+        self._put(("frame", flow, message))
+
+    def socket_ended(self, flow: http.HTTPFlow) -> None:
+        self._put(("socket_end", flow))
 
     def flow_finished(self, flow: http.HTTPFlow) -> None:
         """A finished flow of a kind whose rows ``analyze watch`` counts (beacon, analytics)."""
@@ -167,7 +308,7 @@ class WatchPublisher:
                 flow = item[1]
                 stream_kind = recognise(flow.request.method, flow.request.path)
                 if stream_kind in (CONVERSATION, API):
-                    self._live[flow.id] = _Live(flow, stream_kind)
+                    self._live[flow.id] = _Live.from_flow(flow, stream_kind)
             elif kind == "chunk":
                 live = self._live.get(item[1].id)
                 if live is not None:
@@ -181,10 +322,41 @@ class WatchPublisher:
                     self.send(live.record())
             elif kind == "flow":
                 self._count(item[1])
+            elif kind == "frame":
+                self._frame(item[1], item[2])
+            elif kind == "socket_end":
+                self._socket_end(item[1])
         now = time.monotonic()
         for live in self._live.values():
             if live.dirty and now - live.sent_at >= PUBLISH_INTERVAL:
                 live.dirty, live.sent_at = False, now
+                self.send(live.record())
+        for socket_state in self._sockets.values():
+            for live in socket_state.answers:
+                if live.dirty and not live.done and now - live.sent_at >= PUBLISH_INTERVAL:
+                    live.dirty, live.sent_at = False, now
+                    self.send(live.record())
+
+    def _frame(self, flow: http.HTTPFlow, message) -> None:
+        state = self._sockets.get(flow.id)
+        if state is None:
+            state = self._sockets[flow.id] = _LiveSocket(flow)
+        if state.ignored:
+            return
+        lost = flow.id in self._lost
+        for live in state.frame(message.from_client, message.content, float(message.timestamp)):
+            live.lost = live.lost or lost
+            live.dirty, live.sent_at = False, time.monotonic()
+            self.send(live.record())
+
+    def _socket_end(self, flow: http.HTTPFlow) -> None:
+        state = self._sockets.pop(flow.id, None)
+        self._lost.discard(flow.id)
+        if state is None:
+            return
+        for live in state.answers:
+            if not live.done:
+                live.done = True  # the socket closed before the answer ended
                 self.send(live.record())
 
     def _count(self, flow: http.HTTPFlow) -> None:

@@ -18,7 +18,8 @@ def command() -> None:
 @click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), default=None,
               help="Write OTLP/JSON lines to this file (what a Collector's otlpjsonfile receiver reads).")
 @click.option("--endpoint", metavar="URL", default=None,
-              help="Send OTLP/HTTP protobuf to this base URL (…/v1/traces and …/v1/metrics are added).")
+              help="Send OTLP/HTTP protobuf to this base URL (…/v1/traces and …/v1/metrics are added), "
+                   "or spans only to a URL ending in /v1/traces (a trace store such as Arize Phoenix).")
 @click.option("--content", is_flag=True,
               help="Include message text (user and assistant) and streamed text deltas. Off by default.")
 @click.option("--timeout", type=float, default=10.0, show_default=True, help="Seconds per --endpoint request.")
@@ -33,6 +34,7 @@ def otel(capture, output: str | None, endpoint: str | None, content: bool, timeo
     Examples:
         analyze export otel captures/sample.parquet -o traces.jsonl
         analyze export otel captures/sample.parquet --endpoint http://127.0.0.1:4318
+        analyze export otel captures/sample.parquet --endpoint http://127.0.0.1:6006/v1/traces
     """
     from analyzer.export import otel as otel_lib
     from analyzer.store import CaptureError
@@ -56,6 +58,6 @@ def otel(capture, output: str | None, endpoint: str | None, content: bool, timeo
             otel_lib.send(spans, metrics, endpoint, timeout=timeout)
         except otel_lib.ExportError as exc:
             raise click.ClickException(inert(str(exc))) from exc
-        where = endpoint
+        where = endpoint + (" (spans only: a /v1/traces URL)" if otel_lib.is_traces_url(endpoint) else "")
     n_traces = len({s.context.trace_id for s in spans})
     click.echo(inert(f"exported {len(spans)} spans in {n_traces} traces to {where}"), err=True)

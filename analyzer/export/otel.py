@@ -573,21 +573,31 @@ class ExportError(Exception):
     """The endpoint refused the export or could not be reached."""
 
 
+def is_traces_url(endpoint: str) -> bool:
+    """A signal-specific traces URL (``…/v1/traces``) rather than a collector's base URL."""
+    return endpoint.split("?", 1)[0].rstrip("/").endswith("/v1/traces")
+
+
 def send(spans: list, metrics, endpoint: str, *, timeout: float = 10.0) -> None:
-    """Send spans and metrics as OTLP/HTTP protobuf to ``endpoint`` (``…/v1/traces`` and ``…/v1/metrics``)."""
+    """Send spans and metrics as OTLP/HTTP protobuf: to ``endpoint/v1/traces`` and ``endpoint/v1/metrics``
+    for a base URL, or spans only to a URL that ends in ``/v1/traces`` (used as it is, as the SDK's
+    ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` is; a trace store such as Phoenix takes no metrics)."""
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.metrics.export import MetricExportResult
     from opentelemetry.sdk.trace.export import SpanExportResult
 
     base = endpoint.rstrip("/")
+    traces_url = base if is_traces_url(base) else f"{base}/v1/traces"
     if spans:
-        exporter = OTLPSpanExporter(endpoint=f"{base}/v1/traces", timeout=timeout)
+        exporter = OTLPSpanExporter(endpoint=traces_url, timeout=timeout)
         try:
             if exporter.export(spans) is not SpanExportResult.SUCCESS:
-                raise ExportError(f"{base}/v1/traces: the endpoint did not accept the spans")
+                raise ExportError(f"{traces_url}: the endpoint did not accept the spans")
         finally:
             exporter.shutdown()
+    if is_traces_url(base):
+        return
     if metrics is not None:
         exporter = OTLPMetricExporter(endpoint=f"{base}/v1/metrics", timeout=timeout)
         try:

@@ -11,6 +11,9 @@ from rich.text import Text
 from analyzer.capture.contentview import inert
 from analyzer.watch.state import WatchState, tokens_per_second
 
+# What a record's kind is called on screen: a turn of the web app, an API call; "ws" over a WebSocket.
+_WHAT = {"conversation": "turn", "conversation_websocket": "turn ws", "api": "api", "codex_websocket": "api ws"}
+
 
 def _cell(value: object) -> Text:
     # Text, never markup: a model name from traffic cannot style or drive the terminal.
@@ -32,7 +35,7 @@ def render(state: WatchState, *, listening: str) -> Group:
         status = record.get("status") or ("done" if record.get("done") else "streaming")
         if record.get("lost"):
             status += " (updates lost)"
-        what = "turn" if record.get("kind") == "conversation" else "api"
+        what = _WHAT.get(record.get("kind"), "api")
         started = record.get("started_at")
         table.add_row(
             time.strftime("%H:%M:%S", time.localtime(started)) if isinstance(started, (int, float)) else "",
