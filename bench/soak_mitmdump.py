@@ -7,11 +7,14 @@ flood processes with a pool of keep-alive HTTP/1.1 connections sending the mix, 
 conversation answer, an API chat-completions stream, a latency beacon, a Segment batch and a
 Statsig post (every request with a bearer token and cookies, so redaction runs on each).
 
-The flood and a probe alternate between the two proxies in short windows (``--window-s``), so both
-see the same load and the same machine noise within each minute. The probe streams conversation
+The flood and a probe alternate between the two proxies in short windows (``--window-s`` through
+the addon, ``--baseline-window-s`` through the baseline), so both see the same load and the same
+machine noise within each minute. The probe streams conversation
 answers whose every event carries the origin's send time: added latency per event = its arrival at
-the client − the origin's send time (one clock). Every ``--sample-every`` seconds the RSS
-(/proc/PID/status) and open descriptors (/proc/PID/fd) of both mitmdumps are read.
+the client − the origin's send time (one clock). Every ``--sample-every`` seconds, and at the end of
+every window, the RSS (/proc/PID/status) and open descriptors (/proc/PID/fd) of both mitmdumps are
+read. The slopes use the samples at the end of the baseline's windows, when the addon's mitmdump
+has been idle for a window: a leak stays, the flood's live connections are gone.
 
 Flat means the least-squares slope over the run (after the first ``--warmup`` share) projects less
 than the stated bound from start to end: RSS growth against flows, descriptor growth against flows,
@@ -20,7 +23,7 @@ minute to the last. A verdict is printed; the summary goes to ``--out`` (JSON) a
 ``--docs docs/benchmarks.md``, the "## Soak through mitmdump" section is rewritten.
 
     .venv/bin/python bench/soak_mitmdump.py [--flows 500000] [--docs docs/benchmarks.md]
-    .venv/bin/python bench/soak_mitmdump.py --flows 5000 --window-s 5 --minute-s 10   # a quick check
+    .venv/bin/python bench/soak_mitmdump.py --flows 5000 --window-s 5 --baseline-window-s 5 --minute-s 10
 """
 
 from __future__ import annotations
@@ -159,7 +162,7 @@ def summarise(records: list[dict], samples: list[dict], args: argparse.Namespace
     for m in range(int(run_s // args.minute_s) + 1):
         lo, hi = m * args.minute_s, (m + 1) * args.minute_s
         lat = {p: [r["lat_ms"] for r in records if r["proxy"] == p and lo <= r["t"] < hi] for p in PROXIES}
-        inside = [s for s in samples if s["t"] < hi]
+        inside = [s for s in samples if s["t"] < hi and s.get("addon_idle")] or [s for s in samples if s["t"] < hi]
         if not inside or not lat["addon"] or not lat["baseline"]:
             continue
         last = inside[-1]
@@ -173,7 +176,10 @@ def summarise(records: list[dict], samples: list[dict], args: argparse.Namespace
         minutes.append(row)
 
     warm_t = args.warmup * run_s
-    steady = [s for s in samples if s["t"] >= warm_t] or samples
+    idle = [s for s in samples if s.get("addon_idle")]  # at the end of a baseline window
+    steady = [s for s in idle if s["t"] >= warm_t]
+    if len(steady) < 2:
+        steady = [s for s in samples if s["t"] >= warm_t] or samples
     steady_min = [r for r in minutes if r["t_mid"] >= warm_t and r["full"]] or minutes
     rss0 = steady[0]["rss_addon"]
     flows = [s["flows_addon"] for s in steady]
@@ -212,11 +218,13 @@ def markdown(summary: dict) -> str:
         "baseline. Flood processes keep a pool of keep-alive connections sending, in turn, a streamed",
         "conversation answer and an API chat-completions stream (10 events each, back to back), a latency",
         "beacon, a Segment batch and a Statsig post, each with a bearer token and cookies. Flood and probe",
-        f"alternate between the two proxies in {run['window_s']:g} s windows, so each minute has both under",
+        f"alternate between the two proxies in windows ({run['window_s']:g} s through the addon, "
+        f"{run['baseline_window_s']:g} s through the baseline), so each minute has both under",
         "the same load. Added latency per event = its arrival at the client − the origin's send time",
         "(carried in the event), on probe streams of "
         f"{run['probe_events']} events {run['probe_gap_ms']:g} ms apart; RSS and open descriptors of both",
-        f"mitmdumps read from /proc every {run['sample_every_s']:g} s.",
+        f"mitmdumps read from /proc every {run['sample_every_s']:g} s and at each window's end; the table's",
+        "RSS and fds, and the slopes, are those at the end of the baseline's windows (the addon idle).",
         "",
         f"Command: `{run['command']}`",
         f"Machine: {run['machine']}, {run['date']}.",
@@ -253,7 +261,9 @@ def main() -> None:
     ap.add_argument("--connections", type=int, default=8, help="keep-alive connections per flood process")
     ap.add_argument("--rate", type=float, default=0.0,
                     help="flows per second in all (0: as fast as the proxy takes them)")
-    ap.add_argument("--window-s", type=float, default=30.0, help="seconds before flood and probe switch proxy")
+    ap.add_argument("--window-s", type=float, default=30.0, help="seconds of each window through the addon")
+    ap.add_argument("--baseline-window-s", type=float, default=10.0,
+                    help="seconds of each window through the baseline")
     ap.add_argument("--minute-s", type=float, default=60.0, help="length of a reporting window")
     ap.add_argument("--sample-every", type=float, default=5.0, help="seconds between RSS/fd samples")
     ap.add_argument("--probe-events", type=int, default=20, help="events per probe stream")
@@ -294,8 +304,8 @@ def main() -> None:
         active_s = [0.0, 0.0]
         t0 = time.time()
 
-        def sample() -> None:
-            row = {"t": time.time() - t0, "active": PROXIES[active.value],
+        def sample(addon_idle: bool = False) -> None:
+            row = {"t": time.time() - t0, "active": PROXIES[active.value], "addon_idle": addon_idle,
                    "flows_addon": counts[0], "flows_baseline": counts[1]}
             for p, pid in pids.items():
                 row[f"rss_{p}"], row[f"fds_{p}"] = rss_mib(pid), fd_count(pid)
@@ -331,8 +341,10 @@ def main() -> None:
         last_report = time.time()
         while not stop.is_set():
             started = time.time()
-            stop.wait(args.window_s)
+            stop.wait(args.window_s if active.value == 0 else args.baseline_window_s)
             active_s[active.value] += time.time() - started
+            if active.value == 1:
+                sample(addon_idle=True)
             active.value = 1 - active.value
             if time.time() - last_report > 60:
                 last_report = time.time()
@@ -368,7 +380,7 @@ def main() -> None:
             "baseline_flows_per_s": counts[1] / max(active_s[1], 1e-9), "rate_cap": args.rate or None,
             "workers": args.workers, "connections": args.connections,
             "all_flows_per_s": (counts[0] + counts[1]) / run_s, "stop_s": stop_s,
-            "window_s": args.window_s, "minute_s": args.minute_s, "sample_every_s": args.sample_every,
+            "window_s": args.window_s, "baseline_window_s": args.baseline_window_s, "minute_s": args.minute_s, "sample_every_s": args.sample_every,
             "probe_events": args.probe_events, "probe_gap_ms": args.probe_gap_ms,
         }
         summary["samples"] = samples

@@ -90,3 +90,21 @@ def test_replace_docs_section(tmp_path):
     assert doc.read_text().endswith("## C\n\nc\n\n## Missing\n\nappended\n")
     _common.replace_docs_section(doc, "Missing", "again")  # last section: to the end of the file
     assert doc.read_text().endswith("## C\n\nc\n\n## Missing\n\nagain\n") and doc.read_text().count("## Missing") == 1
+
+
+def test_slopes_use_the_samples_with_the_addon_idle():
+    # While the flood goes through the addon its descriptors count live connections (9 + 2 × 16),
+    # and more of those are caught late in the run; at the end of each baseline window it is idle: 9.
+    samples = []
+    for i in range(4):
+        samples.append({"t": 10.0 * i + 3, "addon_idle": False, "flows_addon": 1000 * i + 500, "flows_baseline": 0,
+                        "rss_addon": 200.0, "fds_addon": 9 + 8 * i, "rss_baseline": 100.0, "fds_baseline": 7})
+        samples.append({"t": 10.0 * i + 9, "addon_idle": True, "flows_addon": 1000 * (i + 1), "flows_baseline": 0,
+                        "rss_addon": 200.0, "fds_addon": 9, "rss_baseline": 100.0, "fds_baseline": 7})
+    summary = soak_mitmdump.summarise(_records([[3]] * 4, [[2]] * 4), samples, _args(), run_s=40.0)
+    assert summary["checks"]["fds"]["change"] == pytest.approx(0.0) and summary["checks"]["fds"]["flat"]
+    assert [r["fds"] for r in summary["minutes"]] == [9, 9, 9, 9]
+    # Without the idle samples the same run would look like a leak of 24 descriptors.
+    busy = [s for s in samples if not s["addon_idle"]]
+    assert soak_mitmdump.summarise(_records([[3]] * 4, [[2]] * 4), busy, _args(), run_s=40.0)["checks"]["fds"][
+        "change"] == pytest.approx(24.0)
