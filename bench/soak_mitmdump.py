@@ -234,7 +234,9 @@ def markdown(summary: dict) -> str:
         f"{run['baseline_flows_per_s']:,.0f} flows/s in its windows; "
         f"{run['run_s']:.0f} s in all; flood {run['workers']} processes × {run['connections']} connections, "
         + (f"capped at {run['rate_cap']:g} flows/s" if run["rate_cap"] else "as fast as each proxy takes it")
-        + f"); capture rows: {run['rows']}; clean stop {run['stop_s']:.1f} s.",
+        + f"). Capture: {run['flows_rows']:,} `flows` rows for {run['flows_sent_to_addon']:,} flows sent to the "
+        f"addon (rows per table: {', '.join(f'{k} {v:,}' for k, v in run['rows'].items())}); "
+        f"clean stop {run['stop_s']:.1f} s.",
         "",
         "| minute | flows | RSS MiB | fds | addon p50 ms | addon p99 ms | baseline p50 ms | baseline p99 ms "
         "| added p50 ms | added p99 ms |",
