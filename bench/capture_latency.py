@@ -28,7 +28,6 @@ import platform
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,6 +36,7 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import BIN, ROOT, free_port, pct, rss_mib, start_mitmdump, start_origin, stream_once  # noqa: E402
@@ -263,12 +263,8 @@ def watch_bench(args: argparse.Namespace) -> None:
     procs: list[subprocess.Popen] = []
     watcher = None
     try:
-        port_file = tmp / "origin.port"
-        procs.append(subprocess.Popen([sys.executable, str(ROOT / "bench" / "sse_origin.py"), str(port_file)]))
-        while not port_file.exists() or not port_file.read_text():
-            time.sleep(0.05)
-        origin = int(port_file.read_text())
-        wait_port(origin)
+        origin_proc, origin = start_origin(tmp)
+        procs.append(origin_proc)
         addon = ROOT / "addons" / "chatgpt_capture.py"
         watch_port, deaf_port = free_port(), free_port()
         # The real watcher, in its own process as a user runs it (no terminal: it renders at the end).
