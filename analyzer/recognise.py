@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 CONVERSATION = "conversation"
 CONVERSATION_READ = "conversation_read"
@@ -81,53 +82,62 @@ def strip_query(path: str) -> str:
     return path.split("?", 1)[0].split("#", 1)[0]
 
 
+@dataclass(frozen=True)
+class _Rule:
+    """A path pattern and the kind it means; ``id_group``: its first group must not be a word route
+    (``_NOT_IDS``); ``query``: the query must match too."""
+
+    pattern: re.Pattern[str]
+    kind: str
+    id_group: bool = False
+    query: re.Pattern[str] | None = None
+
+    def matches(self, path: str, query: str) -> bool:
+        match = self.pattern.search(path)
+        if match is None or (self.id_group and match.group(1) in _NOT_IDS):
+            return False
+        return self.query is None or self.query.search(query) is not None
+
+
+# Per method, the first rule that matches decides (the order matters where paths overlap).
+_RULES: dict[str, tuple[_Rule, ...]] = {
+    "POST": (
+        _Rule(_CONVERSATION_POST, CONVERSATION),
+        _Rule(_BEACON, LATENCY_BEACON),
+        _Rule(_SEGMENT, SEGMENT),
+        _Rule(_STATSIG, STATSIG),
+        _Rule(_API_CHAT, API),
+        _Rule(_API_RESPONSES, API),
+        _Rule(_CODEX_RESPONSES, API),
+        _Rule(_STOP_CONVERSATION, STREAM_CONTROL),
+        _Rule(_CODEX_ANALYTICS, CODEX_ANALYTICS),
+        _Rule(_MCP, MCP),
+        _Rule(_SEGMENT_METRICS, SEGMENT_METRICS),
+        _Rule(_STATSC, STATSC),
+        _Rule(_OTLP_METRICS, OTLP_METRICS),
+        _Rule(_DATADOG_LOGS, DATADOG_LOGS),
+        _Rule(_DATADOG_FORWARDER, DATADOG_LOGS, query=_DDFORWARD_LOGS),
+        _Rule(_OLLAMA, OLLAMA),
+        _Rule(_CODEX_READ, CODEX_READ),
+    ),
+    "GET": (
+        _Rule(_STREAM_STATUS, STREAM_CONTROL),
+        _Rule(_CONVERSATION_READ, CONVERSATION_READ, id_group=True),
+        _Rule(_CONVERSATION_PAGE, CONVERSATION_PAGE, id_group=True),
+        _Rule(_FILE_DOWNLOAD, FILE_DOWNLOAD),
+        _Rule(_CODEX_RESPONSES, CODEX_WEBSOCKET),  # the WebSocket transport's handshake (upgraded, or refused: 426)
+        _Rule(_CODEX_READ, CODEX_READ),
+    ),
+}
+
+
 def recognise(method: str, path: str) -> str | None:
     """The kind of an HTTP request, or None when chatwire does not extract it."""
     query = path.split("#", 1)[0].partition("?")[2]
     path = strip_query(path)
-    method = method.upper()
-    if method == "POST":
-        if _CONVERSATION_POST.search(path):
-            return CONVERSATION
-        if _BEACON.search(path):
-            return LATENCY_BEACON
-        if _SEGMENT.search(path):
-            return SEGMENT
-        if _STATSIG.search(path):
-            return STATSIG
-        if _API_CHAT.search(path) or _API_RESPONSES.search(path) or _CODEX_RESPONSES.search(path):
-            return API
-        if _STOP_CONVERSATION.search(path):
-            return STREAM_CONTROL
-        if _CODEX_ANALYTICS.search(path):
-            return CODEX_ANALYTICS
-        if _MCP.search(path):
-            return MCP
-        if _SEGMENT_METRICS.search(path):
-            return SEGMENT_METRICS
-        if _STATSC.search(path):
-            return STATSC
-        if _OTLP_METRICS.search(path):
-            return OTLP_METRICS
-        if _DATADOG_LOGS.search(path) or (_DATADOG_FORWARDER.search(path) and _DDFORWARD_LOGS.search(query)):
-            return DATADOG_LOGS
-        if _OLLAMA.search(path):
-            return OLLAMA
-    elif method == "GET":
-        if _STREAM_STATUS.search(path):
-            return STREAM_CONTROL
-        match = _CONVERSATION_READ.search(path)
-        if match and match.group(1) not in _NOT_IDS:
-            return CONVERSATION_READ
-        match = _CONVERSATION_PAGE.search(path)
-        if match and match.group(1) not in _NOT_IDS:
-            return CONVERSATION_PAGE
-        if _FILE_DOWNLOAD.search(path):
-            return FILE_DOWNLOAD
-        if _CODEX_RESPONSES.search(path):  # the WebSocket transport's handshake (upgraded, or refused: 426)
-            return CODEX_WEBSOCKET
-    if method in ("GET", "POST") and _CODEX_READ.search(path):
-        return CODEX_READ
+    for rule in _RULES.get(method.upper(), ()):
+        if rule.matches(path, query):
+            return rule.kind
     return None
 
 

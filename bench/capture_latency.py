@@ -23,13 +23,11 @@ file's watch section (between its ``watch-bench`` markers).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,47 +38,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int, timeout: float = 30) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"port {port} never opened")
-
-
-def start_mitmdump(tmp: Path, name: str, script: Path, extra: list[str]) -> tuple[subprocess.Popen, int]:
-    port = free_port()
-    cmd = [str(BIN / "mitmdump"), "-q", "--listen-host", "127.0.0.1", "-p", str(port),
-           "--set", f"confdir={tmp / 'conf'}", "-s", str(script), *extra]
-    proc = subprocess.Popen(cmd, stdout=open(tmp / f"{name}.log", "w"), stderr=subprocess.STDOUT)
-    wait_port(port)
-    return proc, port
-
-
-def stream_once(client: httpx.Client, origin: int, n: int, gap_ms: float) -> list[float]:
-    """Added latency (ms) of every delta event of one stream."""
-    out = []
-    url = f"http://127.0.0.1:{origin}/backend-api/f/conversation?n={n}&gap_ms={gap_ms}"
-    with client.stream("POST", url, json={"action": "next", "messages": []},
-                       headers={"accept": "text/event-stream"}) as response:
-        for line in response.iter_lines():
-            if line.startswith("data: {"):
-                now = time.time()
-                out.append((now - json.loads(line[6:])["t"]) * 1000)
-    return out
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import BIN, ROOT, free_port, pct, rss_mib, start_mitmdump, start_origin, stream_once  # noqa: E402
 
 
 def flood(stop: threading.Event, proxy: int, origin: int, counter: list[int]) -> None:
@@ -93,20 +52,6 @@ def flood(stop: threading.Event, proxy: int, origin: int, counter: list[int]) ->
             client.post(f"http://127.0.0.1:{origin}/backend-api/lat/r", json=beacon)
             client.post(f"http://127.0.0.1:{origin}/ces/v1/b", json=batch)
             counter[0] += 2
-
-
-def rss_mib(pid: int) -> float:
-    """Resident memory of a process (Linux /proc), in MiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def pct(values: list[float]) -> dict:
-    arr = np.asarray(values)
-    return {"n": len(arr), "p50": float(np.percentile(arr, 50)), "p99": float(np.percentile(arr, 99)),
-            "mean": float(arr.mean()), "max": float(arr.max())}
 
 
 def main() -> None:
@@ -132,12 +77,8 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="chatwire-bench-"))
     procs: list[subprocess.Popen] = []
     try:
-        port_file = tmp / "origin.port"
-        procs.append(subprocess.Popen([sys.executable, str(ROOT / "bench" / "sse_origin.py"), str(port_file)]))
-        while not port_file.exists() or not port_file.read_text():
-            time.sleep(0.05)
-        origin = int(port_file.read_text())
-        wait_port(origin)
+        origin_proc, origin = start_origin(tmp)
+        procs.append(origin_proc)
         addon = ROOT / "addons" / "chatgpt_capture.py"
         base, base_port = start_mitmdump(tmp, "baseline", ROOT / "tests" / "origin" / "stream_only_addon.py", [])
         cap, cap_port = start_mitmdump(tmp, "addon", addon, ["--set", f"capture_path={tmp / 'cap.parquet'}"])
@@ -322,12 +263,8 @@ def watch_bench(args: argparse.Namespace) -> None:
     procs: list[subprocess.Popen] = []
     watcher = None
     try:
-        port_file = tmp / "origin.port"
-        procs.append(subprocess.Popen([sys.executable, str(ROOT / "bench" / "sse_origin.py"), str(port_file)]))
-        while not port_file.exists() or not port_file.read_text():
-            time.sleep(0.05)
-        origin = int(port_file.read_text())
-        wait_port(origin)
+        origin_proc, origin = start_origin(tmp)
+        procs.append(origin_proc)
         addon = ROOT / "addons" / "chatgpt_capture.py"
         watch_port, deaf_port = free_port(), free_port()
         # The real watcher, in its own process as a user runs it (no terminal: it renders at the end).

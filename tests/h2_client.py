@@ -10,29 +10,19 @@ stream with RST_STREAM, the way a browser does when a tab is closed, while the c
 
 from __future__ import annotations
 
-import socket
 import ssl
-from urllib.parse import urlsplit
 
 import h2.config
 import h2.connection
 import h2.errors
 import h2.events
 
+from tests.origin.session import connect_tunnel
+
 
 class H2Client:
     def __init__(self, proxy_url: str, host: str, port: int, cafile: str, timeout: float = 15.0) -> None:
-        proxy = urlsplit(proxy_url)
-        raw = socket.create_connection((proxy.hostname, proxy.port), timeout=timeout)
-        raw.sendall(f"CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
-        reply = b""
-        while b"\r\n\r\n" not in reply:
-            piece = raw.recv(4096)
-            if not piece:
-                raise ConnectionError("proxy closed the CONNECT")
-            reply += piece
-        if b" 200" not in reply.split(b"\r\n", 1)[0]:
-            raise ConnectionError(f"CONNECT refused: {reply[:80]!r}")
+        raw = connect_tunnel(proxy_url, host, port, timeout=timeout)
         context = ssl.create_default_context(cafile=cafile)
         context.set_alpn_protocols(["h2"])
         self.sock = context.wrap_socket(raw, server_hostname=host)

@@ -10,10 +10,7 @@ the final line's counters), never the capture read back against itself.
 from __future__ import annotations
 
 import json
-import os
 import ssl
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -25,6 +22,8 @@ from analyzer.importer import import_sources
 from analyzer.recognise import OLLAMA, is_ndjson_stream, recognise
 from analyzer.schema import TABLES
 from analyzer.store import load_capture
+from tests.frames import rows_in_order
+from tests.origin.mitm import export_har
 
 ROOT = Path(__file__).resolve().parent.parent
 ADDON = ROOT / "addons" / "chatgpt_capture.py"
@@ -61,16 +60,6 @@ def read_lines(client: httpx.Client, path: str, url: str, body: dict) -> tuple[h
             raw += chunk
             times.extend([now] * (raw.count(b"\n") - before))
     return response, raw, times
-
-
-def _mitmdump() -> str:
-    path = Path(sys.executable).parent / "mitmdump"
-    return str(path) if path.exists() else "mitmdump"
-
-
-def _sorted(df: pd.DataFrame) -> pd.DataFrame:
-    df = df.reset_index(drop=True)
-    return df.loc[df.astype(str).sort_values(list(df.columns)).index].reset_index(drop=True)
 
 
 @pytest.mark.slow
@@ -168,20 +157,18 @@ def test_ollama_streams_pass_line_by_line_and_become_api_calls(tmp_path, origin,
     for name in TABLES:
         a = capture.table(name).drop(columns=["source"] if name == "flows" else [])
         b = flow_cap.table(name).drop(columns=["source"] if name == "flows" else [])
-        pd.testing.assert_frame_equal(_sorted(a), _sorted(b), check_like=True, obj=name)
+        pd.testing.assert_frame_equal(rows_in_order(a), rows_in_order(b), check_like=True, obj=name)
 
     # 5. mitmproxy's HAR export of that file: the same calls (a HAR has no per-chunk timing).
     har = tmp_path / "ollama.har"
-    subprocess.run([_mitmdump(), "-q", "-nr", str(flows_path), "--set", f"hardump={har}",
-                    "--set", f"confdir={mitm_confdir}"], check=True, env=dict(os.environ), timeout=120,
-                   stdout=subprocess.DEVNULL)
+    export_har(flows_path, har, mitm_confdir)
     assert import_sources([har], tmp_path / "har.parquet").errors == []
     har_cap = load_capture(tmp_path / "har.parquet")
     columns = ["endpoint", "model", "stream", "response_text", "reasoning_text", "finish_reason", "prompt_tokens",
                "completion_tokens", "server_eval_ms", "server_total_ms", "n_events", "n_reasoning_events",
                "status_code", "error"]
-    pd.testing.assert_frame_equal(_sorted(capture.table("api_calls")[columns]),
-                                  _sorted(har_cap.table("api_calls")[columns]))
+    pd.testing.assert_frame_equal(rows_in_order(capture.table("api_calls")[columns]),
+                                  rows_in_order(har_cap.table("api_calls")[columns]))
     har_events = har_cap.table("stream_events")
     assert len(har_events) == len(events) and har_events["at"].isna().all()
     assert sorted(har_events["text"].dropna()) == sorted(events["text"].dropna())

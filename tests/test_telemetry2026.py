@@ -10,10 +10,7 @@ mitmproxy's HAR export.
 from __future__ import annotations
 
 import json
-import os
 import ssl
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -30,7 +27,9 @@ from analyzer.extract import extract_flow
 from analyzer.importer import import_sources
 from analyzer.store import load_capture
 from tests.flows_factory import make_flow
+from tests.frames import rows_in_order
 from tests.origin import telemetry2026 as T
+from tests.origin.mitm import export_har
 
 ROOT = Path(__file__).resolve().parent.parent
 ADDON = ROOT / "addons" / "chatgpt_capture.py"
@@ -167,16 +166,6 @@ def send_all(client: httpx.Client, base: str) -> None:
                          "x-origin-delays-ms": "5,1"})
 
 
-def _mitmdump() -> str:
-    path = Path(sys.executable).parent / "mitmdump"
-    return str(path) if path.exists() else "mitmdump"
-
-
-def _sorted(df: pd.DataFrame) -> pd.DataFrame:
-    df = df.reset_index(drop=True)
-    return df.loc[df.astype(str).sort_values(list(df.columns)).index].reset_index(drop=True)
-
-
 @pytest.mark.slow
 def test_telemetry_through_mitmdump_flow_file_and_har(tmp_path, origin, mitmdump_factory, mitm_confdir):
     capture_path, flows_path = tmp_path / "live.parquet", tmp_path / "tel.mitm"
@@ -230,23 +219,21 @@ def test_telemetry_through_mitmdump_flow_file_and_har(tmp_path, origin, mitmdump
     assert import_sources([flows_path], tmp_path / "ff.parquet").errors == []
     flow_cap = load_capture(tmp_path / "ff.parquet")
     for name in ("statsig_events", "telemetry_metrics", "telemetry_logs"):
-        pd.testing.assert_frame_equal(_sorted(capture.table(name)), _sorted(flow_cap.table(name)), obj=name)
+        pd.testing.assert_frame_equal(rows_in_order(capture.table(name)), rows_in_order(flow_cap.table(name)), obj=name)
 
     # HAR (mitmproxy's export): the JSON and NDJSON bodies give the same rows. A HAR's postData has
     # no encoding field, so the gzip and protobuf bodies do not survive it: errors rows, not wrong rows.
     har = tmp_path / "tel.har"
-    subprocess.run([_mitmdump(), "-q", "-nr", str(flows_path), "--set", f"hardump={har}",
-                    "--set", f"confdir={mitm_confdir}"], check=True, env=dict(os.environ), timeout=120,
-                   stdout=subprocess.DEVNULL)
+    export_har(flows_path, har, mitm_confdir)
     import_sources([har], tmp_path / "har.parquet")
     har_cap = load_capture(tmp_path / "har.parquet")
     cols = ["source", "name", "metric_type", "value", "count", "sum", "unit", "time", "attributes"]
     live_json = metrics[~((metrics.source == "otlp") & metrics.flow_id.isin(
         capture.table("flows").query("request_headers.str.contains('protobuf')").flow_id))]
-    pd.testing.assert_frame_equal(_sorted(live_json[cols]), _sorted(har_cap.table("telemetry_metrics")[cols]))
+    pd.testing.assert_frame_equal(rows_in_order(live_json[cols]), rows_in_order(har_cap.table("telemetry_metrics")[cols]))
     # (sent_at is left out: a HAR's startedDateTime keeps milliseconds, not the proxy's microseconds)
-    pd.testing.assert_frame_equal(_sorted(logs.drop(columns=["flow_id", "sent_at"])),
-                                  _sorted(har_cap.table("telemetry_logs").drop(columns=["flow_id", "sent_at"])))
+    pd.testing.assert_frame_equal(rows_in_order(logs.drop(columns=["flow_id", "sent_at"])),
+                                  rows_in_order(har_cap.table("telemetry_logs").drop(columns=["flow_id", "sent_at"])))
     assert set(har_cap.table("errors").stage) <= {"request"}
 
 

@@ -15,6 +15,7 @@ from typing import Any
 from mitmproxy import ctx, http
 from mitmproxy.connection import ConnectionState
 
+from analyzer import log_safety
 from analyzer.capture.pipeline import CapturePipeline
 from analyzer.capture.recorder import ChunkRecorder
 from analyzer.capture.watch import WatchPublisher, parse_address
@@ -76,6 +77,8 @@ class ChatGPTCapture:
         self.pipeline.submit(flow)
 
     def load(self, loader) -> None:
+        # Log lines can quote traffic (an exception on a hostile body): inert before mitmproxy prints them.
+        log_safety.install()
         loader.add_option("capture_path", str, DEFAULT_CAPTURE_PATH,
                           "Capture directory to write (Parquet tables, one sub-directory each).")
         loader.add_option("capture_flush_ms", int, 1000,

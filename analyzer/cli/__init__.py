@@ -26,7 +26,10 @@ def main(verbose: int) -> None:
     Example:
         analyze report captures/sample.parquet
     """
+    from analyzer import log_safety
     from analyzer.inert import InertFormatter
+
+    log_safety.install()  # every analyzer record inert, its traceback too, whatever handler prints it
 
     level = logging.WARNING - 10 * verbose
     handler = logging.StreamHandler()

@@ -135,3 +135,11 @@ def mitmdump(tmp_path: Path, **kwargs: Any) -> Iterator[MitmdumpProcess]:
         yield m
     finally:
         m.stop()
+
+
+def export_har(flows_path: Path | str, har: Path | str, confdir: Path | str) -> Path:
+    """mitmproxy's own HAR export of a flow file (``mitmdump -nr FLOWS --set hardump=HAR``)."""
+    subprocess.run([str(MITMDUMP), "-q", "-nr", str(flows_path), "--set", f"hardump={har}",
+                    "--set", f"confdir={confdir}"], check=True, env=dict(os.environ), timeout=120,
+                   stdout=subprocess.DEVNULL)
+    return Path(har)

@@ -252,6 +252,24 @@ def api_text(ev: ArrivedEvent) -> str:
 # A small synchronous WebSocket client (wsproto), able to go through an HTTP proxy's CONNECT
 
 
+def connect_tunnel(proxy_url: str, host: str, port: int, *, timeout: float = 30.0) -> socket.socket:
+    """A socket to ``host:port`` through an HTTP proxy's ``CONNECT`` (the reply read and checked)."""
+    pu = urlsplit(proxy_url)
+    sock = socket.create_connection((pu.hostname, pu.port or 8080), timeout=timeout)
+    sock.sendall(f"CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(4096)
+        if not chunk:
+            sock.close()
+            raise ConnectionError("proxy closed the CONNECT")
+        head += chunk
+    if b" 200" not in head.split(b"\r\n", 1)[0]:
+        sock.close()
+        raise ConnectionError(f"proxy refused CONNECT: {head[:100]!r}")
+    return sock
+
+
 class WSClient:
     """Blocking WebSocket client over ``ws://`` / ``wss://``, optionally via an HTTP CONNECT proxy."""
 
@@ -264,17 +282,7 @@ class WSClient:
         secure = u.scheme == "wss"
         host, port = u.hostname or "localhost", u.port or (443 if secure else 80)
         if proxy:
-            pu = urlsplit(proxy)
-            sock = socket.create_connection((pu.hostname, pu.port or 8080), timeout=timeout)
-            sock.sendall(f"CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
-            head = b""
-            while b"\r\n\r\n" not in head:
-                chunk = sock.recv(4096)
-                if not chunk:
-                    raise ConnectionError("proxy closed the CONNECT")
-                head += chunk
-            if b" 200" not in head.split(b"\r\n", 1)[0]:
-                raise ConnectionError(f"proxy refused CONNECT: {head[:100]!r}")
+            sock = connect_tunnel(proxy, host, port, timeout=timeout)
         else:
             sock = socket.create_connection((host, port), timeout=timeout)
         if secure:
