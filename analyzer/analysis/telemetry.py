@@ -229,44 +229,49 @@ def conversation_links(capture: Capture) -> pd.DataFrame:
     return out
 
 
-def _counts(series: pd.Series) -> dict[str, int]:
-    vc = series.value_counts(sort=False)
-    vc = vc.sort_index().sort_values(ascending=False, kind="stable")
-    return {str(k): int(v) for k, v in vc.items()}
+def telemetry_report(capture: Capture, metrics=None) -> dict:
+    """The report's ``telemetry`` object: counts by the engine (``metrics``, an
+    ``analyzer.engine.Metrics``, or one prepared here), identifiers and links in pandas (regexes)."""
+    from analyzer.analysis.report import _metrics
+
+    with _metrics(capture, metrics) as m:
+        return _telemetry_report(capture, m)
 
 
-def telemetry_report(capture: Capture) -> dict:
-    """The report's ``telemetry`` object."""
-    seg = segment_events(capture)
-    st = statsig_events(capture)
-    seg_names = seg["event"].fillna("(" + seg["type"].fillna("unknown") + ")")
+def _telemetry_report(capture: Capture, m) -> dict:
     links = conversation_links(capture)
     ids = identifiers(capture)
-    metrics = telemetry_metrics(capture)
-    logs = telemetry_logs(capture)
+
+    def counts(table: str, column: str, fill: str = "unknown") -> tuple[int, dict[str, int]]:
+        return m.counts(table, column, fill, COLUMNS[table])
+
+    n_seg, seg_by_event = counts("segment_events", "COALESCE(event, '(' || COALESCE(type, 'unknown') || ')')")
+    n_st, st_by_event = counts("statsig_events", "event_name")
+    n_points, by_source = counts("telemetry_metrics", "source")
+    n_logs, by_status = counts("telemetry_logs", "status")
     return {
         "segment": {
-            "events": int(len(seg)),
-            "by_event": _counts(seg_names),
-            "by_type": _counts(seg["type"].fillna("unknown")),
-            "by_host": _counts(seg["host"]),
+            "events": n_seg,
+            "by_event": seg_by_event,
+            "by_type": counts("segment_events", "type")[1],
+            "by_host": counts("segment_events", "host", UNKNOWN_HOST)[1],
         },
         "statsig": {
-            "events": int(len(st)),
-            "by_event": _counts(st["event_name"].fillna("unknown")),
-            "by_host": _counts(st["host"]),
+            "events": n_st,
+            "by_event": st_by_event,
+            "by_host": counts("statsig_events", "host", UNKNOWN_HOST)[1],
         },
         "metrics": {
-            "points": int(len(metrics)),
-            "by_source": _counts(metrics["source"].fillna("unknown")),
-            "by_name": _counts(metrics["name"].fillna("unknown")),
-            "by_host": _counts(metrics["host"]),
+            "points": n_points,
+            "by_source": by_source,
+            "by_name": counts("telemetry_metrics", "name")[1],
+            "by_host": counts("telemetry_metrics", "host", UNKNOWN_HOST)[1],
         },
         "logs": {
-            "records": int(len(logs)),
-            "by_status": _counts(logs["status"].fillna("unknown")),
-            "by_service": _counts(logs["service"].fillna("unknown")),
-            "by_host": _counts(logs["host"]),
+            "records": n_logs,
+            "by_status": by_status,
+            "by_service": counts("telemetry_logs", "service")[1],
+            "by_host": counts("telemetry_logs", "host", UNKNOWN_HOST)[1],
         },
         "identifiers": [
             {
