@@ -242,37 +242,22 @@ def _telemetry_report(capture: Capture, m) -> dict:
     links = conversation_links(capture)
     ids = identifiers(capture)
 
-    def counts(table: str, column: str, fill: str = "unknown") -> tuple[int, dict[str, int]]:
-        return m.counts(table, column, fill, COLUMNS[table])
-
-    n_seg, seg_by_event = counts("segment_events", "COALESCE(event, '(' || COALESCE(type, 'unknown') || ')')")
-    n_st, st_by_event = counts("statsig_events", "event_name")
-    n_points, by_source = counts("telemetry_metrics", "source")
-    n_logs, by_status = counts("telemetry_logs", "status")
+    host = ("host", UNKNOWN_HOST)
+    seg = m.counts("segment_events", {"event": ("COALESCE(event, '(' || COALESCE(type, 'unknown') || ')')", "unknown"),
+                                      "type": ("type", "unknown"), "host": host}, COLUMNS["segment_events"])
+    st = m.counts("statsig_events", {"event": ("event_name", "unknown"), "host": host}, COLUMNS["statsig_events"])
+    points = m.counts("telemetry_metrics", {"source": ("source", "unknown"), "name": ("name", "unknown"), "host": host},
+                      COLUMNS["telemetry_metrics"])
+    logs = m.counts("telemetry_logs", {"status": ("status", "unknown"), "service": ("service", "unknown"),
+                                       "host": host}, COLUMNS["telemetry_logs"])
     return {
-        "segment": {
-            "events": n_seg,
-            "by_event": seg_by_event,
-            "by_type": counts("segment_events", "type")[1],
-            "by_host": counts("segment_events", "host", UNKNOWN_HOST)[1],
-        },
-        "statsig": {
-            "events": n_st,
-            "by_event": st_by_event,
-            "by_host": counts("statsig_events", "host", UNKNOWN_HOST)[1],
-        },
-        "metrics": {
-            "points": n_points,
-            "by_source": by_source,
-            "by_name": counts("telemetry_metrics", "name")[1],
-            "by_host": counts("telemetry_metrics", "host", UNKNOWN_HOST)[1],
-        },
-        "logs": {
-            "records": n_logs,
-            "by_status": by_status,
-            "by_service": counts("telemetry_logs", "service")[1],
-            "by_host": counts("telemetry_logs", "host", UNKNOWN_HOST)[1],
-        },
+        "segment": {"events": sum(seg["type"].values()), "by_event": seg["event"], "by_type": seg["type"],
+                    "by_host": seg["host"]},
+        "statsig": {"events": sum(st["event"].values()), "by_event": st["event"], "by_host": st["host"]},
+        "metrics": {"points": sum(points["source"].values()), "by_source": points["source"], "by_name": points["name"],
+                    "by_host": points["host"]},
+        "logs": {"records": sum(logs["status"].values()), "by_status": logs["status"], "by_service": logs["service"],
+                 "by_host": logs["host"]},
         "identifiers": [
             {
                 "kind": str(r.kind), "host": str(r.host), "distinct_values": int(r.distinct_values),

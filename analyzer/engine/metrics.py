@@ -459,19 +459,25 @@ class Metrics:
             "paths": [str(p) for p in self.capture.paths],
         }
 
-    def counts(self, table: str, column: str, fill: str, columns: Sequence[str]) -> tuple[int, dict[str, int]]:
-        """(rows, {value: rows}) of ``table`` grouped by ``column`` (NULL -> ``fill``), most frequent
-        first then by value; rows repeated across combined captures count once."""
-        cols = ", ".join(columns)
+    def counts(self, table: str, keys: dict[str, tuple[str, str]], columns: Sequence[str]) -> dict[str, dict[str, int]]:
+        """Per entry ``name: (expression, fill)`` of ``keys``: {value: rows} of ``table`` grouped by the
+        expression (NULL -> ``fill``), most frequent first then by value; rows repeated across combined
+        captures count once. One query (a UNION ALL of the groupings) per table."""
+        cols = ", ".join(f'"{c}"' if self.d.name == "duckdb" else f"`{c}`" for c in columns)
         source = f"(SELECT DISTINCT {cols} FROM {table}) s" if self.multi else table
-        frame = self.engine.sql(f"SELECT {column} AS k, count(*) AS n FROM {source} GROUP BY 1")
-        keys = frame["k"].astype(object).where(frame["k"].notna(), fill)
-        pairs = sorted(((str(k), int(n)) for k, n in zip(keys, frame["n"], strict=True)), key=lambda kv: kv[0])
-        merged: dict[str, int] = {}
-        for k, n in pairs:
-            merged[k] = merged.get(k, 0) + n
-        ordered = sorted(merged.items(), key=lambda kv: -kv[1])  # stable: ties stay in key order
-        return sum(merged.values()), dict(ordered)
+        union = " UNION ALL ".join(f"SELECT '{name}' AS c, CAST({expr} AS STRING) AS k, count(*) AS n FROM {source} "
+                                   f"GROUP BY 2" for name, (expr, _) in keys.items())
+        frame = self.engine.sql(union)
+        out: dict[str, dict[str, int]] = {}
+        for name, (_, fill) in keys.items():
+            mine = frame[frame["c"] == name]
+            merged: dict[str, int] = {}
+            for k, n in zip(mine["k"], mine["n"], strict=True):
+                key = fill if k is None or (isinstance(k, float) and np.isnan(k)) else str(k)
+                merged[key] = merged.get(key, 0) + int(n)
+            by_key = sorted(merged.items())
+            out[name] = dict(sorted(by_key, key=lambda kv: -kv[1]))  # stable: ties stay in key order
+        return out
 
     # -- per-answer frames (one row per turn / call: small) ---------------------------------------------
 

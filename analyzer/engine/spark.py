@@ -6,6 +6,8 @@ The session runs in UTC (day and hour groups), without its web UI, with few shuf
 
 from __future__ import annotations
 
+import os
+import sys
 import uuid
 from collections.abc import Sequence
 
@@ -21,15 +23,25 @@ def spark_session(master: str = DEFAULT_MASTER, *, app_name: str = "chatwire"):
     """A (shared) Spark session configured for the report."""
     from pyspark.sql import SparkSession
 
-    return (SparkSession.builder.master(master).appName(app_name)
+    # Python workers run this interpreter, not whatever python3 is first on PATH (the same minor
+    # version is required); set before the JVM starts.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    session = (SparkSession.builder.master(master).appName(app_name)
+            # Python workers (registered frames) run this interpreter, not whatever python3 is on PATH.
+            .config("spark.pyspark.python", sys.executable)
+            .config("spark.pyspark.driver.python", sys.executable)
             .config("spark.ui.enabled", "false")
+            .config("spark.ui.showConsoleProgress", "false")
             .config("spark.sql.shuffle.partitions", "4")
             .config("spark.sql.session.timeZone", "UTC")
             .config("spark.driver.extraJavaOptions", "-Duser.timezone=UTC")
             .config("spark.executor.extraJavaOptions", "-Duser.timezone=UTC")
             .config("spark.sql.execution.arrow.pyspark.enabled", "true")
-            .config("spark.sql.ansi.enabled", "false")  # Spark 4 default; nulls, not errors, as DuckDB
+            .config("spark.sql.ansi.enabled", "false")  # nulls, not errors, on a bad cast: as DuckDB
             .getOrCreate())
+    session.sparkContext.setLogLevel("ERROR")
+    return session
 
 
 def _spark_type(typ: pa.DataType):
@@ -84,14 +96,8 @@ class SparkEngine(Engine):
     def register_frame(self, name: str, frame: pd.DataFrame, schema: pa.Schema) -> None:
         table = pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False)
         struct = spark_schema(schema)
-        pdf = table.to_pandas()
-        for f in schema:  # Spark's Arrow conversion takes naive UTC datetimes
-            if pa.types.is_timestamp(f.type):
-                pdf[f.name] = pd.to_datetime(pdf[f.name], utc=True).dt.tz_localize(None)
-        if len(pdf):
-            df = self.spark.createDataFrame(pdf, schema=struct)
-        else:
-            df = self.spark.createDataFrame([], struct)
+        # From Arrow, batches go to the JVM as they are (no Python worker, no pandas round trip).
+        df = self.spark.createDataFrame(table, schema=struct) if table.num_rows else self.spark.createDataFrame([], struct)
         df.createOrReplaceTempView(name)
         self._views.append(name)
 
