@@ -87,6 +87,10 @@ class Engine(abc.ABC):
         """Run ``query`` once and keep its result as table ``name`` (spilling to disk if it must)."""
 
     @abc.abstractmethod
+    def drop(self, name: str) -> None:
+        """Forget table ``name`` (a materialized result no later query needs: its memory back)."""
+
+    @abc.abstractmethod
     def sql(self, query: str) -> pd.DataFrame:
         """The result of ``query`` as a pandas DataFrame (timestamps tz-aware UTC)."""
 

@@ -235,9 +235,12 @@ class Metrics:
                          CASE WHEN {finite_reported} THEN reported_source ELSE 'text_events' END AS token_source
                   FROM answer_rows r) a""")
         # Each gap with the answer it belongs to (its kind and group keys come from `answers`).
+        # kind, model and is_codex ride along: the pooled and per-model ITL need no join after this one.
         e.materialize("gap_answers", """
-            SELECT g.itl_ms, af.answer_id FROM text_events g JOIN answer_flows af ON af.flow_id = g.flow_id
+            SELECT g.itl_ms, af.answer_id, a.kind, a.model, a.is_codex FROM text_events g
+            JOIN answer_flows af ON af.flow_id = g.flow_id JOIN answers a ON a.flow_id = af.answer_id
             WHERE g.itl_ms IS NOT NULL""")
+        e.drop("text_events")  # every later query reads gap_answers or answer_text
         beacon_label_join, beacon_label = self._label_join("latency_beacons", "b")
         e.materialize("keyed_turns", """
             SELECT * FROM (SELECT a.*, row_number() OVER (PARTITION BY cf_ray ORDER BY _row) AS _rn
@@ -306,8 +309,11 @@ class Metrics:
                              for s in TOKEN_SOURCES))
         rows = self.grouped_stats("answers", {"ttft_ms": "ttft_ms", "tpot_ms": "tpot_ms", "e2e_ms": "e2e_ms"},
                                   ["kind", g], extra=extra)
-        gaps = self.grouped_stats("gap_answers ga JOIN answers a ON a.flow_id = ga.answer_id", {"itl_ms": "ga.itl_ms"},
-                                  ["a.kind", f"a.{g}" if key else g])
+        if key in (None, "model"):
+            gaps = self.grouped_stats("gap_answers a", {"itl_ms": "a.itl_ms"}, ["a.kind", f"a.{g}" if key else g])
+        else:
+            gaps = self.grouped_stats("gap_answers ga JOIN answers a ON a.flow_id = ga.answer_id",
+                                      {"itl_ms": "ga.itl_ms"}, ["a.kind", f"a.{g}"])
         itl = {(r.g0, r.g1): r.itl_ms for r in gaps.itertuples(index=False)}
         out = {}
         for r in rows.itertuples(index=False):
@@ -429,8 +435,8 @@ class Metrics:
              "e2e_ms": "c.e2e_ms"},
             ["a.model"], where="a.kind = 'api' AND a.is_codex",
             extra="count(*) AS calls, count(c.error) AS failed, sum(CASE WHEN a.has_timing THEN 1 ELSE 0 END) AS timed")
-        gaps = self.grouped_stats("gap_answers ga JOIN answers a ON a.flow_id = ga.answer_id", {"itl_ms": "ga.itl_ms"},
-                                  ["a.model"], where="a.kind = 'api' AND a.is_codex")
+        gaps = self.grouped_stats("gap_answers a", {"itl_ms": "a.itl_ms"}, ["a.model"],
+                                  where="a.kind = 'api' AND a.is_codex")
         itl = {r.g0: r.itl_ms for r in gaps.itertuples(index=False)}
         return {str(r.g0): {"calls": int(r.calls), "failed": int(r.failed), "with_timing": int(r.timed),
                             "ttft_ms": r.ttft_ms, "itl_ms": itl.get(r.g0, empty_stats()),
@@ -500,10 +506,13 @@ class Metrics:
     def itl_grid(self, kind: str, key: str = "model", points: int = GRID_POINTS) -> dict[str, np.ndarray]:
         """Per group of ``key``: ``points`` evenly spaced exact quantiles of the gaps (the CDF, drawn)."""
         fractions = np.linspace(0.0, 1.0, points)
+        if key == "model":  # gap_answers carries kind and model itself
+            source, alias = "gap_answers a", "a"
+        else:
+            source, alias = "gap_answers ga JOIN answers a ON a.flow_id = ga.answer_id", "ga"
         frame = self.engine.sql(f"""
-            SELECT a.{key} AS g, {self.d.q('ga.itl_ms', fractions)} AS q FROM gap_answers ga
-            JOIN answers a ON a.flow_id = ga.answer_id
-            WHERE a.kind = '{kind}' AND {FINITE.format(x='ga.itl_ms')} GROUP BY a.{key}""")
+            SELECT a.{key} AS g, {self.d.q(f'{alias}.itl_ms', fractions)} AS q FROM {source}
+            WHERE a.kind = '{kind}' AND {FINITE.format(x=f'{alias}.itl_ms')} GROUP BY a.{key}""")
         return {str(r.g): np.asarray(r.q, dtype="float64") for r in frame.itertuples(index=False)}
 
     def time_series(self, metric: str, key: str, bucket: str) -> pd.DataFrame:

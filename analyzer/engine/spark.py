@@ -70,6 +70,7 @@ class SparkEngine(Engine):
         self._prefix = f"cw{uuid.uuid4().hex[:8]}_"  # views of engines sharing one session stay apart
         self._views: list[str] = []
         self._cached: list = []
+        self._by_name: dict = {}
 
     def _name(self, name: str) -> str:
         return name  # temp views are per session: names are kept readable; see close()
@@ -104,8 +105,14 @@ class SparkEngine(Engine):
     def materialize(self, name: str, query: str) -> None:
         df = self.spark.sql(query).persist()
         self._cached.append(df)
+        self._by_name[name] = df
         df.createOrReplaceTempView(name)
         self._views.append(name)
+
+    def drop(self, name: str) -> None:
+        # Spark's persist is lazy: a later table built from this one still needs it until computed, so
+        # the cached result is only released at close() (unpersisting here would recompute it).
+        pass
 
     def sql(self, query: str) -> pd.DataFrame:
         df = self.spark.sql(query)
