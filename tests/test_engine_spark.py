@@ -25,7 +25,9 @@ from analyzer.engine import open_metrics
 from analyzer.store import load_capture
 from tests.test_latency import known_rows, write_capture
 
-pytestmark = pytest.mark.slow
+# pyspark warns about pandas 3 on every conversion; the numbers are asserted below.
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::FutureWarning"),
+              pytest.mark.filterwarnings("ignore::DeprecationWarning"), pytest.mark.filterwarnings("ignore::UserWarning")]
 ROOT = Path(__file__).resolve().parents[1]
 STAT_KEYS = {"n", "mean", "min", "p50", "p90", "p95", "p99", "max"}
 

@@ -1,8 +1,9 @@
 """``analyze report --format html``: one self-contained page with the report's numbers and charts.
 
 Every number on the page comes from the same library functions as the text and JSON report:
-``analyzer.analysis.report`` (the summary), ``latency.compute_latency`` (the per-answer frames the
-curves are drawn from), ``telemetry`` and ``conversations``. The charts are matplotlib SVG
+``analyzer.analysis.report`` (the summary), the engine's tables (``latency.compute_latency``: the
+per-answer rows the TTFT curves are drawn from, and for ITL a grid of 1001 exact quantiles per group,
+never the gaps themselves), ``telemetry`` and ``conversations``. The charts are matplotlib SVG
 (``analyzer.analysis.charts``) inlined into a Jinja2 template (``analyzer/templates/report.html.j2``);
 the page loads nothing: no script, style, font or image from anywhere else.
 
@@ -12,9 +13,9 @@ Notebook use::
     from analyzer.analysis.html_report import render_html
     html = render_html(load_capture("captures/sample.parquet"), raster_n=80)
 
-Cost: the one pass over ``stream_events`` is shared between the report and the charts when
-``report`` is not passed in (pass it only if you already have it: the frames are then computed once
-more). The stream raster re-reads only the events of the ``raster_n`` answers it draws.
+Cost: the one pass over ``stream_events`` is shared between the report and the charts (pass
+``report`` only if you already have it). The stream raster re-reads only the events of the
+``raster_n`` answers it draws.
 """
 
 from __future__ import annotations
