@@ -245,6 +245,8 @@ def test_cli_by_capture_json_and_text(two_captures):
     assert md.exit_code == 0 and f"#### model = {LEGACY}" in md.output
     bad = runner.invoke(cli, ["report", str(first), "--spark-master", "local[1]"])
     assert bad.exit_code != 0 and "--engine spark" in bad.output
+    bad = runner.invoke(cli, ["report", str(first), "--memory-limit", "lots"])
+    assert bad.exit_code == 1 and bad.output.startswith("Error: DuckDB cannot start") and len(bad.output.splitlines()) == 1
 
 
 def test_report_without_by_has_todays_keys(two_captures):

@@ -112,3 +112,17 @@ def test_generated_multi_capture_dataset_by_capture(spark, tmp_path):
     assert list(duck["latency"]["by"]["groups"]) == ["proxy0.parquet", "proxy1.parquet"]
     assert duck["latency"]["observed"]["turns"] == 240
     assert_same(duck, sp)
+
+
+def test_cli_engine_spark(spark, tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from analyzer.cli import main as cli
+
+    path = write_capture(tmp_path / "cap.parquet", known_rows())
+    res = CliRunner().invoke(cli, ["report", str(path), "--engine", "spark", "--spark-master", "local[2]", "--json"])
+    assert res.exit_code == 0, res.output
+    assert_same(build_report(load_capture(path)), json.loads(res.output))
+    assert spark.sparkContext._jsc is not None  # the module's session was reused, not stopped

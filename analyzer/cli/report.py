@@ -52,15 +52,19 @@ def command(capture: Capture, fmt: str, as_json: bool, output: str | None, raste
     # Imported here so that `analyze --help` stays quick (pandas is heavy).
     from analyzer.analysis.render_report import render
     from analyzer.analysis.report import build_report
+    from analyzer.engine import EngineError
 
     if as_json:
         fmt = "json"
     # A damaged capture part raises CaptureError here: capture_arguments makes it one line.
-    if fmt == "html":
-        # render_html builds the report from the same frames its charts use: one pass over events.
-        from analyzer.analysis.html_report import render_html
+    try:
+        if fmt == "html":
+            # render_html builds the report from the same engine tables its charts use: one pass over events.
+            from analyzer.analysis.html_report import render_html
 
-        text = render_html(capture, raster_n=raster_n, by=by, **engine_options)
-    else:
-        text = render(build_report(capture, by=by, **engine_options), fmt)
+            text = render_html(capture, raster_n=raster_n, by=by, **engine_options)
+        else:
+            text = render(build_report(capture, by=by, **engine_options), fmt)
+    except EngineError as exc:
+        raise click.ClickException(str(exc)) from exc
     write_output(text, output, fmt, mode=file_mode)

@@ -28,18 +28,34 @@ from analyzer.engine.metrics import ANSWER_COLUMNS, GROUP_KEYS, STATS_KEYS, Metr
 ENGINES = ("duckdb", "spark")
 
 
+class EngineError(Exception):
+    """An engine that cannot start (a bad option, pyspark or Java missing); the message is one line."""
+
+
 def open_engine(engine: str = "duckdb", *, memory_limit: str | None = None, spark_master: str | None = None,
                 spark_session: Any = None, threads: int | None = None) -> Engine:
     """A new engine: ``duckdb`` (``memory_limit``, e.g. ``1GB``) or ``spark`` (``spark_master``, default
     ``local[2]``, or an existing ``spark_session``)."""
     if engine == "duckdb":
+        import duckdb
+
         from analyzer.engine.duck import DEFAULT_MEMORY_LIMIT, DuckDBEngine
 
-        return DuckDBEngine(memory_limit=memory_limit or DEFAULT_MEMORY_LIMIT, threads=threads)
+        try:
+            return DuckDBEngine(memory_limit=memory_limit or DEFAULT_MEMORY_LIMIT, threads=threads)
+        except duckdb.Error as exc:
+            raise EngineError(f"DuckDB cannot start: {str(exc).splitlines()[0]}") from exc
     if engine == "spark":
-        from analyzer.engine.spark import DEFAULT_MASTER, SparkEngine
+        try:
+            from analyzer.engine.spark import DEFAULT_MASTER, SparkEngine
 
-        return SparkEngine(master=spark_master or DEFAULT_MASTER, session=spark_session)
+            return SparkEngine(master=spark_master or DEFAULT_MASTER, session=spark_session)
+        except ImportError as exc:
+            raise EngineError(f"--engine spark needs pyspark ({exc}): pip install pyspark") from exc
+        except Exception as exc:  # py4j: no Java, an unreachable master
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise EngineError(f"Spark cannot start ({first}): it needs a Java runtime (java on PATH or "
+                              f"JAVA_HOME) and a reachable --spark-master") from exc
     raise ValueError(f"unknown engine {engine!r} (one of {', '.join(ENGINES)})")
 
 
@@ -96,5 +112,5 @@ def stats(values: Iterable[float] | pd.Series) -> dict[str, int | float | None]:
     return stats_from(*row)
 
 
-__all__ = ["ANSWER_COLUMNS", "DUCKDB", "ENGINES", "GROUP_KEYS", "SPARK", "STATS_KEYS", "Dialect", "Engine", "Metrics",
+__all__ = ["ANSWER_COLUMNS", "DUCKDB", "ENGINES", "EngineError", "GROUP_KEYS", "SPARK", "STATS_KEYS", "Dialect", "Engine", "Metrics",
            "answer_metrics", "open_engine", "open_metrics", "stats"]

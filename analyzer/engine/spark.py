@@ -65,8 +65,14 @@ class SparkEngine(Engine):
     dialect = SPARK
 
     def __init__(self, *, master: str = DEFAULT_MASTER, session=None) -> None:
-        self._owns = session is None
-        self.spark = session if session is not None else spark_session(master)
+        if session is None:
+            from pyspark.sql import SparkSession
+
+            session = SparkSession.getActiveSession()  # a notebook's (or a test's) session is left running
+            self._owns = session is None
+            self.spark = session if session is not None else spark_session(master)
+        else:
+            self._owns, self.spark = False, session
         self._prefix = f"cw{uuid.uuid4().hex[:8]}_"  # views of engines sharing one session stay apart
         self._views: list[str] = []
         self._cached: list = []
