@@ -87,6 +87,10 @@ class Engine(abc.ABC):
         """Run ``query`` once and keep its result as table ``name`` (spilling to disk if it must)."""
 
     @abc.abstractmethod
+    def view(self, name: str, query: str) -> None:
+        """``query`` as view ``name`` (run again by every query that reads it)."""
+
+    @abc.abstractmethod
     def drop(self, name: str) -> None:
         """Forget table ``name`` (a materialized result no later query needs: its memory back)."""
 

@@ -65,6 +65,9 @@ class DuckDBEngine(Engine):
     def materialize(self, name: str, query: str) -> None:
         self.con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS {query}")
 
+    def view(self, name: str, query: str) -> None:
+        self.con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {query}")
+
     def drop(self, name: str) -> None:
         self.con.execute(f"DROP TABLE IF EXISTS {name}")
 

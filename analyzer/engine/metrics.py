@@ -54,6 +54,18 @@ TURN_SCHEMA = pa.schema([
     ("capture_id", pa.string()), ("_capture", pa.string()), ("_row", pa.int64()),
     ("n_resumes", pa.int64()), ("resume_gap_ms", pa.float64()),
 ])
+# The columns the queries read of each table that is deduplicated first (``u_<table>``).
+READ_COLUMNS: dict[str, list[str]] = {
+    "api_calls": ["flow_id", "host", "endpoint", "model", "started_at", "ttft_ms", "e2e_ms", "prompt_tokens",
+                  "completion_tokens", "total_tokens", "codex_session_id", "error", "first_reasoning_ms",
+                  "reasoning_ms", "server_total_ms", "server_load_ms", "server_prompt_eval_ms", "server_eval_ms",
+                  "server_eval_count"],
+    "latency_beacons": ["flow_id", "sent_at", "server_request_id", "model", "count_tokens", "ts_first_token_ms",
+                        "ts_total_request_ms", "ts_median_token_without_first_ms", "ts_p95_token_without_first_ms",
+                        "ts_p99_token_without_first_ms"],
+    "flows": ["flow_id", "kind", "host", "started_at", "ended_at", "error"],
+    "perf_stats": ["flow_id", "metric", "value"],
+}
 FOLD_SCHEMA = pa.schema([("flow_id", pa.string()), ("into_flow_id", pa.string()), ("shift_ms", pa.float64())])
 
 
@@ -123,14 +135,19 @@ class Metrics:
 
     # -- preparation: the derived tables -----------------------------------------------------------
 
-    def _dedupe(self, table: str, keys: Sequence[str]) -> str:
-        """``table`` with rows repeated across combined captures (a live capture and its ``-w``
-        import share flow ids) counted once; which copy is kept does not matter, they are equal."""
+    def _dedupe(self, table: str, keys: Sequence[str], columns: Sequence[str]) -> str:
+        """``columns`` of ``table`` with rows repeated across combined captures (a live capture and its
+        ``-w`` import share flow ids) counted once; which copy is kept does not matter, they are equal."""
+        cols = [*columns, "_capture"] + (["capture_id"] if has_column(table, "capture_id") else [])
+        select = ", ".join(self._quote(c) for c in cols)
         if not self.multi:
-            return f"SELECT * FROM {table}"
-        k = ", ".join(keys)
-        return (f"SELECT * FROM (SELECT *, row_number() OVER (PARTITION BY {k} ORDER BY {k}) AS _dup "
+            return f"SELECT {select} FROM {table}"
+        k = ", ".join(self._quote(c) for c in keys)
+        return (f"SELECT {select} FROM (SELECT {select}, row_number() OVER (PARTITION BY {k} ORDER BY {k}) AS _dup "
                 f"FROM {table}) d WHERE _dup = 1")
+
+    def _quote(self, column: str) -> str:
+        return f'"{column}"' if self.d.name == "duckdb" else f"`{column}`"
 
     def _capture_key(self, table: str, alias: str) -> str:
         if has_column(table, "capture_id"):
@@ -151,7 +168,9 @@ class Metrics:
                                             "WHERE capture_id IS NOT NULL GROUP BY capture_id")
         for name, keys in (("api_calls", ["flow_id"]), ("latency_beacons", ["flow_id"]), ("flows", ["flow_id"]),
                            ("perf_stats", ["flow_id", "metric", "value"])):
-            e.materialize(f"u_{name}", self._dedupe(name, keys))
+            query = self._dedupe(name, keys, READ_COLUMNS[name])
+            # One capture: a view (nothing copied); several: the repeated rows dropped once, kept.
+            e.materialize(f"u_{name}", query) if self.multi else e.view(f"u_{name}", query)
         distinct = "DISTINCT " if self.multi else ""
         # The one pass over stream_events: text events with their gap to the previous one of the flow.
         e.materialize("text_events", f"""

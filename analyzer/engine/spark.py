@@ -115,6 +115,10 @@ class SparkEngine(Engine):
         df.createOrReplaceTempView(name)
         self._views.append(name)
 
+    def view(self, name: str, query: str) -> None:
+        self.spark.sql(query).createOrReplaceTempView(name)
+        self._views.append(name)
+
     def drop(self, name: str) -> None:
         # Spark's persist is lazy: a later table built from this one still needs it until computed, so
         # the cached result is only released at close() (unpersisting here would recompute it).
