@@ -102,28 +102,33 @@ def _turn_table(capture: Capture, columns: list[str] | None, per_capture: bool) 
     return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
 
 
-def _handed_off_turns(capture: Capture, all_columns: bool = False, per_capture: bool = False) -> pd.DataFrame:
+def handed_off_turns(capture: Capture, all_columns: bool = False, per_capture: bool = False) -> pd.DataFrame:
+    """``conversation_turns`` (one row per flow) with the WebSocket hand-offs folded in."""
     columns = None if all_columns else COLUMNS["conversation_turns"]
     turns = _dedupe(capture, _turn_table(capture, columns, per_capture), "flow_id")
     return merge_handoffs(turns)
 
 
-def conversation_turns(capture: Capture, *, all_columns: bool = False, per_capture: bool = False) -> pd.DataFrame:
+_handed_off_turns = handed_off_turns
+
+
+def conversation_turns(capture: Capture, *, all_columns: bool = False, per_capture: bool = False,
+                       handed_off: pd.DataFrame | None = None) -> pd.DataFrame:
     """``conversation_turns`` as the report reads it: one row per flow (combined captures may
     hold the same flow twice), each WebSocket hand-off folded into the answer it started, each
     resume into the answer it continued, stops and stream-status reads on the turn. The report's
     columns only, unless ``all_columns`` (texts included: what a notebook wants); ``per_capture``
     adds ``_capture``, the name of the capture directory of each row."""
-    turns = merge_resumes(_handed_off_turns(capture, all_columns, per_capture))
+    turns = merge_resumes(handed_off if handed_off is not None else handed_off_turns(capture, all_columns, per_capture))
     controls = _dedupe(capture, capture.table("stream_controls", COLUMNS["stream_controls"]), "flow_id")
     return mark_controls(turns, controls)
 
 
-def fold_map(capture: Capture) -> pd.DataFrame:
+def fold_map(capture: Capture, handed_off: pd.DataFrame | None = None) -> pd.DataFrame:
     """flow_id (a resume) -> into_flow_id (the turn it continues), shift_ms (its start after the
     turn's): the queries file a resume's text events under its turn, shifted, and its gaps too (the
     break itself is no gap: it is ``resume_gap_ms``)."""
-    pairs = resume_pairs(_handed_off_turns(capture))
+    pairs = resume_pairs(handed_off if handed_off is not None else handed_off_turns(capture))
     return pd.DataFrame({"flow_id": pairs["flow_id"].astype(object), "into_flow_id": pairs["into_flow_id"].astype(object),
                          "shift_ms": pd.to_numeric(pairs["shift_ms"], errors="coerce").astype("float64")})
 

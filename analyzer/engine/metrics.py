@@ -106,7 +106,7 @@ class Metrics:
     """
 
     def __init__(self, capture, engine: Engine, *, by: str | None = None, close_engine: bool = True) -> None:
-        from analyzer.analysis.latency import conversation_turns, fold_map
+        from analyzer.analysis.latency import conversation_turns, fold_map, handed_off_turns
 
         if by is not None and by not in GROUP_KEYS:
             raise ValueError(f"by must be one of {', '.join(GROUP_KEYS)}, not {by!r}")
@@ -118,14 +118,15 @@ class Metrics:
         if close_engine:
             self._finalizer = weakref.finalize(self, engine.close)
         engine.register_capture(capture)
-        self.turn_frame = conversation_turns(capture, per_capture=True)
+        handed_off = handed_off_turns(capture, per_capture=True)
+        self.turn_frame = conversation_turns(capture, per_capture=True, handed_off=handed_off)
         turns = self.turn_frame.copy()
         turns["_row"] = np.arange(len(turns), dtype="int64")
         for column in TURN_SCHEMA.names:
             if column not in turns.columns:
                 turns[column] = None
         engine.register_frame("turn_rows", turns, TURN_SCHEMA)
-        engine.register_frame("fold_map", fold_map(capture), FOLD_SCHEMA)
+        engine.register_frame("fold_map", fold_map(capture, handed_off), FOLD_SCHEMA)
         self._prepare()
         self._cache: dict[str, Any] = {}
 
@@ -161,8 +162,15 @@ class Metrics:
                     f"COALESCE(cl_{alias}.label, '{UNLABELLED}')")
         return "", f"'{UNLABELLED}'"
 
+    def _time_key(self, bucket: str, ts: str) -> str:
+        """The ``day``/``hour`` group key of ``ts``; formatted only when the report groups by it (a
+        string per row is the costliest column of the answer and beacon tables)."""
+        if self.by != bucket:
+            return "CAST(NULL AS STRING)"
+        return (self.d.day if bucket == "day" else self.d.hour).format(ts=ts)
+
     def _prepare(self) -> None:
-        e, d = self.engine, self.d
+        e = self.engine
         if "captures" in TABLES:
             e.materialize("capture_labels", "SELECT capture_id, max(label) AS label FROM captures "
                                             "WHERE capture_id IS NOT NULL GROUP BY capture_id")
@@ -177,7 +185,7 @@ class Metrics:
             SELECT flow_id, seq, offset_ms,
                    offset_ms - lag(offset_ms) OVER (PARTITION BY flow_id ORDER BY seq) AS itl_ms
             FROM (SELECT {distinct}flow_id, seq, offset_ms FROM stream_events
-                  WHERE flow_id IS NOT NULL AND offset_ms IS NOT NULL AND length(text) > 0) t""")
+                  WHERE flow_id IS NOT NULL AND offset_ms IS NOT NULL AND text <> '') t""")
         e.materialize("timed_flows", "SELECT DISTINCT flow_id FROM stream_events "
                                      "WHERE flow_id IS NOT NULL AND offset_ms IS NOT NULL")
         # Every flow -> the answer it belongs to: itself, or (a resume) the turn it continues.
@@ -246,7 +254,8 @@ class Metrics:
             SELECT *,
                    CASE WHEN has_timing AND n_text_events >= 2 AND tokens > 1
                         THEN (last_ms - first_ms) / (tokens - 1) END AS tpot_ms
-            FROM (SELECT r.*, {d.day.format(ts='r.started_at')} AS day, {d.hour.format(ts='r.started_at')} AS hour,
+            FROM (SELECT r.*, {self._time_key('day', 'r.started_at')} AS day,
+                         {self._time_key('hour', 'r.started_at')} AS hour,
                          CASE WHEN r.has_timing THEN r.stored_ttft_ms END AS ttft_ms,
                          CASE WHEN r.has_timing THEN r.stored_e2e_ms END AS e2e_ms,
                          CASE WHEN {finite_reported} THEN reported_tokens
@@ -273,7 +282,7 @@ class Metrics:
                    CASE WHEN b.ts_total_request_ms - b.ts_first_token_ms > 0
                         THEN b.count_tokens / ((b.ts_total_request_ms - b.ts_first_token_ms) / 1000.0) END AS tokens_per_s,
                    {self._capture_key('latency_beacons', 'b')} AS capture, {beacon_label} AS label,
-                   {d.day.format(ts='b.sent_at')} AS day, {d.hour.format(ts='b.sent_at')} AS hour,
+                   {self._time_key('day', 'b.sent_at')} AS day, {self._time_key('hour', 'b.sent_at')} AS hour,
                    COALESCE(k.host, 'unknown') AS host, COALESCE(k.stream_format, 'unknown') AS stream_format,
                    k.flow_id AS turn_flow_id, k.model AS turn_model, k.ttft_ms AS turn_ttft_ms
             FROM u_latency_beacons b LEFT JOIN keyed_turns k ON k.cf_ray = b.server_request_id
@@ -518,7 +527,10 @@ class Metrics:
             SELECT answer_id AS flow_id, count(*) AS n_gaps, {self.d.q('itl_ms', [0.5])} AS q
             FROM gap_answers GROUP BY answer_id""")
         per["itl_p50_ms"] = [float(q[0]) for q in per["q"]]
-        out = self.answers().merge(per[["flow_id", "n_gaps", "itl_p50_ms"]], on="flow_id", how="left")
+        times = self.engine.sql(f"""SELECT flow_id, {self.d.day.format(ts='started_at')} AS day,
+                                           {self.d.hour.format(ts='started_at')} AS hour FROM answers""")
+        out = self.answers().drop(columns=["day", "hour"]).merge(times, on="flow_id", how="left")
+        out = out.merge(per[["flow_id", "n_gaps", "itl_p50_ms"]], on="flow_id", how="left")
         out["n_gaps"] = out["n_gaps"].fillna(0).astype("int64")
         return out[ANSWER_COLUMNS].reset_index(drop=True)
 
@@ -541,7 +553,8 @@ class Metrics:
             source, value = "gap_answers ga JOIN answers a ON a.flow_id = ga.answer_id", "ga.itl_ms"
         else:
             source, value = "answers a", f"a.{metric}"
-        frame = self.grouped_stats(source, {"s": value}, [f"a.{bucket}", f"a.{key}"], where="a.kind = 'turn'")
+        when = (self.d.day if bucket == "day" else self.d.hour).format(ts="a.started_at")
+        frame = self.grouped_stats(source, {"s": value}, [when, f"a.{key}"], where="a.kind = 'turn'")
         return pd.DataFrame({"bucket": frame["g0"], "g": frame["g1"], "n": [s["n"] for s in frame["s"]],
                              "p50": [s["p50"] for s in frame["s"]]})
 
