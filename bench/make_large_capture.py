@@ -60,7 +60,9 @@ def _write(path: Path, name: str, columns: dict[str, pa.Array], part: int) -> No
 
 
 def make(path: Path, turns: int, events_per_turn: int, beacons: int, analytics: int, seed: int = 7,
-         ttft_shift_ms: float = 0.0) -> dict:
+         ttft_shift_ms: float = 0.0, id_offset: int = 0, start: float = T0) -> dict:
+    """Write the capture; ``id_offset`` shifts every id (captures of one dataset must not share flow ids),
+    ``start`` is the epoch of its first answer."""
     rng = np.random.default_rng(seed)
     if path.exists():
         shutil.rmtree(path)
@@ -72,10 +74,10 @@ def make(path: Path, turns: int, events_per_turn: int, beacons: int, analytics: 
                 p.unlink()
 
     # -- conversation turns and their flows -----------------------------------------------------
-    turn_ids = _ids(0x7e57f10, turns)
-    conv_ids = _ids(0xc0417e5, max(turns // 5, 1))
+    turn_ids = _ids(0x7e57f10, turns, id_offset)
+    conv_ids = _ids(0xc0417e5, max(turns // 5, 1), id_offset)
     conv_of_turn = pc.take(conv_ids, pa.array(rng.integers(0, len(conv_ids), size=turns)))
-    started = T0 + np.sort(rng.uniform(0, 30 * 86400, size=turns))
+    started = start + np.sort(rng.uniform(0, 30 * 86400, size=turns))
     models = MODELS[rng.choice(len(MODELS), size=turns, p=MODEL_WEIGHTS)]
     rays = _rays(rng, turns)
     n_pre = 3  # delta_encoding, resume token, the assistant message "add" (empty text)
@@ -139,7 +141,7 @@ def make(path: Path, turns: int, events_per_turn: int, beacons: int, analytics: 
         part += 1
 
     # -- latency beacons: one per captured turn, the rest for turns that were not captured -------
-    beacon_flow_ids = _ids(0xbeac0f1, beacons)
+    beacon_flow_ids = _ids(0xbeac0f1, beacons, id_offset)
     matched = min(turns, beacons)
     ray_list = pa.concat_arrays([rays.slice(0, matched), _rays(rng, beacons - matched)])
     b_models = np.concatenate([models[:matched], MODELS[rng.choice(len(MODELS), size=beacons - matched,
@@ -172,8 +174,8 @@ def make(path: Path, turns: int, events_per_turn: int, beacons: int, analytics: 
         }, i + 1)
 
     # -- messages: the user message and the answer of every turn --------------------------------
-    user_ids = _ids(0x05e40001, turns)
-    answer_ids = _ids(0xa45e0001, turns)
+    user_ids = _ids(0x05e40001, turns, id_offset)
+    answer_ids = _ids(0xa45e0001, turns, id_offset)
     _write(path, "messages", {
         "conversation_id": pa.concat_arrays([conv_of_turn.combine_chunks() if hasattr(conv_of_turn, "combine_chunks")
                                              else conv_of_turn] * 2),
@@ -189,7 +191,7 @@ def make(path: Path, turns: int, events_per_turn: int, beacons: int, analytics: 
     seg_conv = [conv_list[i] for i in rng.integers(0, len(conv_list), size=analytics)]
     events = np.array(["Message Sent", "Model Switched", "Page Viewed", "Copy Message"])
     _write(path, "segment_events", {
-        "flow_id": _ids(0x5e6e0001, analytics), "sent_at": _ts(T0 + rng.uniform(0, 30 * 86400, size=analytics)),
+        "flow_id": _ids(0x5e6e0001, analytics, id_offset), "sent_at": _ts(T0 + rng.uniform(0, 30 * 86400, size=analytics)),
         "host": pa.array(["chatgpt.com"] * analytics), "type": pa.array(["track"] * analytics),
         "event": pa.array(events[rng.integers(0, len(events), size=analytics)]),
         "user_id": pa.array(["user-bench"] * analytics),
@@ -198,7 +200,7 @@ def make(path: Path, turns: int, events_per_turn: int, beacons: int, analytics: 
         "context": pa.array([json.dumps({"traits": {"workspace_id": "ws-bench"}})] * analytics),
     }, 0)
     _write(path, "statsig_events", {
-        "flow_id": _ids(0x57a70001, analytics), "sent_at": _ts(T0 + rng.uniform(0, 30 * 86400, size=analytics)),
+        "flow_id": _ids(0x57a70001, analytics, id_offset), "sent_at": _ts(T0 + rng.uniform(0, 30 * 86400, size=analytics)),
         "host": pa.array(["ab.chatgpt.com"] * analytics),
         "event_name": pa.array(["chatgpt_conversation_turn"] * analytics), "user_id": pa.array(["user-bench"] * analytics),
         "stable_id": pa.array(["stable-bench"] * analytics),
@@ -217,10 +219,12 @@ def main() -> None:
     parser.add_argument("--analytics", type=int, default=20_000, help="Segment and Statsig events, each")
     parser.add_argument("--seed", type=int, default=7, help="Random seed (another seed: another sample)")
     parser.add_argument("--ttft-shift-ms", type=float, default=0.0, help="Added to every TTFT (and so to E2E)")
+    parser.add_argument("--id-offset", type=int, default=0,
+                        help="shift every id by this much (several captures of one dataset: distinct flow ids)")
     args = parser.parse_args()
     t = time.perf_counter()
     counts = make(args.path, args.turns, args.events_per_turn, args.beacons, args.analytics, args.seed,
-                  args.ttft_shift_ms)
+                  args.ttft_shift_ms, args.id_offset)
     print(f"wrote {args.path} in {time.perf_counter() - t:.1f}s: "
           + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
 

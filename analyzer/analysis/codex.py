@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analyzer.analysis.latency import model_column, stats
+from analyzer.analysis.latency import model_column
 from analyzer.store import Capture
 
 CALL_COLUMNS = ["flow_id", "endpoint", "model", "started_at", "ttft_ms", "e2e_ms", "first_reasoning_ms",
@@ -94,25 +94,18 @@ def _float(value: Any) -> float | None:
     return None if value is None or pd.isna(value) else float(value)
 
 
-def codex_block(capture: Capture, api: pd.DataFrame, api_gaps: pd.DataFrame) -> dict:
-    """The report's ``codex`` object. ``api`` / ``api_gaps``: ``latency.compute_latency`` frames."""
+def codex_block(capture: Capture, metrics=None) -> dict:
+    """The report's ``codex`` object: per-model numbers by the engine (``metrics``, an
+    ``analyzer.engine.Metrics``, or one prepared here), usage limits and turn joins from the rows."""
+    from analyzer.analysis.report import _metrics
+
+    with _metrics(capture, metrics) as m:
+        return _codex_block(capture, m)
+
+
+def _codex_block(capture: Capture, m) -> dict:
     calls = codex_calls(capture)
-    ids = set(calls["flow_id"])
-    gaps = api_gaps[api_gaps["flow_id"].astype(object).isin(ids)] if len(api_gaps) else api_gaps
-    timed = set(api.loc[api["has_timing"], "flow_id"]) if len(api) else set()
-    by_model: dict[str, dict] = {}
-    for model, grp in calls.groupby("model", sort=True):
-        model_gaps = gaps.loc[gaps["flow_id"].astype(object).isin(set(grp["flow_id"])), "itl_ms"] if len(gaps) else []
-        by_model[str(model)] = {
-            "calls": int(len(grp)),
-            "failed": int(grp["error"].notna().sum()),
-            "with_timing": int(grp["flow_id"].isin(timed).sum()),
-            "ttft_ms": stats(grp["ttft_ms"]),
-            "itl_ms": stats(np.asarray(model_gaps, dtype="float64")),
-            "first_reasoning_ms": stats(grp["first_reasoning_ms"]),
-            "reasoning_ms": stats(grp["reasoning_ms"]),
-            "e2e_ms": stats(grp["e2e_ms"]),
-        }
+    by_model = m.codex_by_model()
     codes = calls["error_code"].fillna(calls["error"]).dropna()  # a failure without a code: its message
     limits = rate_limit_frame(capture)
     by_limit: dict[str, dict] = {}
@@ -141,7 +134,7 @@ def codex_block(capture: Capture, api: pd.DataFrame, api_gaps: pd.DataFrame) -> 
         "turn_events": {
             "events": int(len(joined)),
             "joined": int((joined["n_calls"] > 0).sum()),
-            "inference_gap_ms": stats(joined["inference_gap_ms"]),
+            "inference_gap_ms": m.frame_stats(joined["inference_gap_ms"]),
             "turns": [{k: (_iso(v) if k == "sent_at" else v) for k, v in row.items()}
                       for row in joined.head(TURN_ROWS).to_dict("records")],
         },

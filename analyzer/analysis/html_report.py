@@ -1,8 +1,9 @@
 """``analyze report --format html``: one self-contained page with the report's numbers and charts.
 
 Every number on the page comes from the same library functions as the text and JSON report:
-``analyzer.analysis.report`` (the summary), ``latency.compute_latency`` (the per-answer frames the
-curves are drawn from), ``telemetry`` and ``conversations``. The charts are matplotlib SVG
+``analyzer.analysis.report`` (the summary), the engine's tables (``latency.compute_latency``: the
+per-answer rows the TTFT curves are drawn from, and for ITL a grid of 1001 exact quantiles per group,
+never the gaps themselves), ``telemetry`` and ``conversations``. The charts are matplotlib SVG
 (``analyzer.analysis.charts``) inlined into a Jinja2 template (``analyzer/templates/report.html.j2``);
 the page loads nothing: no script, style, font or image from anywhere else.
 
@@ -12,9 +13,9 @@ Notebook use::
     from analyzer.analysis.html_report import render_html
     html = render_html(load_capture("captures/sample.parquet"), raster_n=80)
 
-Cost: the one pass over ``stream_events`` is shared between the report and the charts when
-``report`` is not passed in (pass it only if you already have it: the frames are then computed once
-more). The stream raster re-reads only the events of the ``raster_n`` answers it draws.
+Cost: the one pass over ``stream_events`` is shared between the report and the charts (pass
+``report`` only if you already have it). The stream raster re-reads only the events of the
+``raster_n`` answers it draws.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from analyzer.analysis.conversations import (
 )
 from analyzer.analysis.privacy import privacy_audit
 from analyzer.analysis.render_report import format_span
+from analyzer.engine.metrics import Metrics
 from analyzer.inert import inert
 from analyzer.schema import TABLES
 from analyzer.store import Capture, CaptureError
@@ -159,24 +161,27 @@ def _marks(s: dict) -> dict[str, float | None]:
     return {"p50": s["p50"], "p95": s["p95"]}
 
 
-def ttft_chart(report: dict, frames: dict[str, pd.DataFrame], palette: Palette) -> Chart:
-    """TTFT CDF per model: proxy-observed (solid) and beacon-reported (dashed) on the same axes."""
-    turns = frames["turns"]
-    timed = turns[turns["has_timing"]]
-    beacons = frames["beacons"]
-    by_model = report["latency"]["by_model"]
+def ttft_chart(report: dict, metrics: Metrics, palette: Palette, by: str | None = None) -> Chart:
+    """TTFT CDF per model (or per group of ``by``): proxy-observed (solid) and beacon-reported
+    (dashed) on the same axes. One value per answer: these come back from the engine."""
+    answers = metrics.answers()
+    timed = answers[(answers["kind"] == "turn") & answers["has_timing"]]
+    beacons = metrics.beacon_rows()
+    key = by or "model"
+    groups = ({g: b for g, b in report["latency"]["by"]["groups"].items()} if by
+              else report["latency"]["by_model"])
     series, rows = [], []
-    for model, block in by_model.items():
+    for model, block in groups.items():
         obs = block["observed"]["ttft_ms"]
         rep = block["client_reported"]["ts_first_token_ms"]
         slot = palette.slot(model)
         if obs["n"]:
             series.append(charts.CdfSeries(f"{model} · proxy (n={obs['n']:,})",
-                                           _finite(timed.loc[timed["model_slug"] == model, "ttft_ms"]), slot,
+                                           _finite(timed.loc[timed[key].astype(str) == model, "ttft_ms"]), slot,
                                            marks=_marks(obs)))
         if rep["n"]:
             series.append(charts.CdfSeries(f"{model} · beacon (n={rep['n']:,})",
-                                           _finite(beacons.loc[beacons["model"] == model, "ts_first_token_ms"]),
+                                           _finite(beacons.loc[beacons[key].astype(str) == model, "ts_first_token_ms"]),
                                            slot, dashed=True, marks=_marks(rep)))
         rows += [(model, "proxy", obs), (model, "beacon", rep)]
     if not series:
@@ -186,16 +191,15 @@ def ttft_chart(report: dict, frames: dict[str, pd.DataFrame], palette: Palette) 
     return Chart(svg=svg, table=_stats_rows(rows))
 
 
-def itl_chart(gaps: pd.DataFrame, stats_by_model: dict[str, dict], palette: Palette, *, what: str) -> Chart:
-    """CDF of inter-token gaps per model; the percentiles marked come from the report."""
-    values = gaps["itl_ms"].to_numpy()
-    codes = gaps["model_slug"].cat.codes.to_numpy()
+def itl_chart(grids: dict[str, np.ndarray], stats_by_model: dict[str, dict], palette: Palette, *, what: str) -> Chart:
+    """CDF of inter-token gaps per model (or group), drawn through the engine's quantile grid of each
+    (never the gaps themselves); the percentiles marked come from the report."""
     series, rows = [], []
-    for code, model in enumerate(gaps["model_slug"].cat.categories):
+    for model in sorted(grids):
         s = stats_by_model.get(model)
         if s is None or not s["n"]:
             continue
-        series.append(charts.CdfSeries(f"{model} (n={s['n']:,} gaps)", values[codes == code],
+        series.append(charts.CdfSeries(f"{model} (n={s['n']:,} gaps)", grids[model],
                                        palette.slot(model), marks=_marks(s)))
         rows.append((model, "proxy", s))
     if not series:
@@ -226,10 +230,10 @@ def _text_event_offsets(capture: Capture, flow_ids: list[str]) -> dict[str, np.n
     return {fid: grp["offset_ms"].to_numpy() for fid, grp in frame.groupby("flow_id", sort=False)}
 
 
-def raster_chart(capture: Capture, frames: dict[str, pd.DataFrame], titles: pd.Series, palette: Palette,
+def raster_chart(capture: Capture, metrics: Metrics, titles: pd.Series, palette: Palette,
                  raster_n: int) -> Chart:
     """The newest ``raster_n`` timed answers, one row each, a tick per text event."""
-    turns = frames["turns"]
+    turns = metrics["turns"]
     timed = turns[turns["has_timing"] & turns["ttft_ms"].notna()]
     if timed.empty or raster_n <= 0:
         return Chart(empty="No answer has per-event timing, so there is no stream to draw.")
@@ -255,9 +259,9 @@ def raster_chart(capture: Capture, frames: dict[str, pd.DataFrame], titles: pd.S
     return Chart(svg=svg, note=note)
 
 
-def scatter_chart(report: dict, frames: dict[str, pd.DataFrame], palette: Palette) -> Chart:
+def scatter_chart(report: dict, metrics: Metrics, palette: Palette) -> Chart:
     """Beacon ``ts_first_token_ms`` against the proxy-observed TTFT of the same answer."""
-    m = frames["matches"]
+    m = metrics["matches"]
     pairs = m[m["ts_first_token_ms"].notna() & m["ttft_ms"].notna()]
     if pairs.empty:
         matched = report["latency"]["matched"]["pairs"]
@@ -325,7 +329,7 @@ def _entries(conv: Conversation) -> list[TranscriptEntry]:
     return out
 
 
-def conversation_rows(capture: Capture, listing: pd.DataFrame, turns: pd.DataFrame, n: int) -> list[ConversationRow]:
+def conversation_rows(capture: Capture, listing: pd.DataFrame, metrics: Metrics, n: int) -> list[ConversationRow]:
     """The newest ``n`` conversations with their TTFT p50 and the transcript of the active branch."""
     shown = listing.head(n)
     if shown.empty:
@@ -343,8 +347,9 @@ def conversation_rows(capture: Capture, listing: pd.DataFrame, turns: pd.DataFra
                           & messages["flow_id"].astype(object).isin(pd.Index(my_turns["flow_id"].dropna(), dtype=object)))]
     my_reads = reads[reads["conversation_id"].astype(object).isin(id_set)]
     my_msgs, my_turns = with_resumes(my_msgs, my_turns)  # a resumed answer is one message, whole
-    ttft = turns[turns["conversation_id"].astype(object).isin(id_set)].groupby("conversation_id")["ttft_ms"]
-    p50 = {cid: latency.stats(v)["p50"] for cid, v in ttft}
+    per_conv = metrics.grouped_stats("answers", {"ttft_ms": "ttft_ms"}, ["conversation_id"],
+                                     where="kind = 'turn' AND conversation_id IS NOT NULL")
+    p50 = {cid: s["p50"] for cid, s in zip(per_conv["g0"], per_conv["ttft_ms"], strict=True) if cid in set(ids)}
     msgs_by = dict(tuple(my_msgs.groupby(my_msgs["conversation_id"].fillna(""), sort=False)))
     orphans = msgs_by.pop("", my_msgs.iloc[0:0])
     turns_by = dict(tuple(my_turns.groupby("conversation_id", sort=False)))
@@ -403,17 +408,18 @@ def telemetry_chart(report: dict, top_n: int) -> Chart:
     return Chart(svg=svg, note=note)
 
 
-def api_section(report: dict, frames: dict[str, pd.DataFrame], palette: Palette) -> dict[str, Any] | None:
+def api_section(report: dict, metrics: Metrics, palette: Palette) -> dict[str, Any] | None:
     """TTFT and ITL CDFs and token usage per model for OpenAI-API calls; None when there are none."""
     api = report["latency"]["api"]
     if not api["calls"]:
         return None
-    calls = frames["api"]
+    calls = metrics["api"]
     timed = calls[calls["has_timing"]]
-    # The report's API block has pooled stats only: per-model marks use the same stats function.
+    # The report's API block has pooled stats only: per-model marks come from the same queries.
+    per_model = {m: b for (kind, m), b in metrics.observed_blocks("model").items() if kind == "api"}
     series, rows = [], []
     for model, grp in timed.groupby("model", sort=True):
-        s = latency.stats(grp["ttft_ms"])
+        s = per_model[model]["ttft_ms"] if model in per_model else {"n": 0}
         if s["n"]:
             series.append(charts.CdfSeries(f"{model} (n={s['n']:,})", _finite(grp["ttft_ms"]), palette.slot(model),
                                            marks=_marks(s)))
@@ -421,10 +427,8 @@ def api_section(report: dict, frames: dict[str, pd.DataFrame], palette: Palette)
     ttft = (Chart(svg=charts.cdf_chart(series, xlabel="time to first token (ms)", label="API TTFT CDF"),
                   table=_stats_rows(rows)) if series else
             Chart(empty="No API call has per-event timing (non-streamed calls and HAR imports have none)."))
-    gaps = frames["api_itl_gaps"]
-    itl_stats = {m: latency.stats(gaps.loc[gaps["model_slug"] == m, "itl_ms"])
-                 for m in gaps["model_slug"].cat.categories}
-    itl = itl_chart(gaps, itl_stats, palette, what="API call")
+    itl_stats = {m: b["itl_ms"] for m, b in per_model.items()}
+    itl = itl_chart(metrics.itl_grid("api"), itl_stats, palette, what="API call")
     usage = api["usage_by_model"]
     if usage:
         models = list(usage)
@@ -504,37 +508,77 @@ def _env() -> jinja2.Environment:
     return _ENV
 
 
+def over_time_chart(metrics: Metrics, key: str, report: dict, palette: Palette) -> Chart | None:
+    """p50 TTFT and ITL per hour (per day when the capture spans more than three days), one line
+    per group of ``key``: how the latency moved over the capture."""
+    first, last = report["capture"]["first_at"], report["capture"]["last_at"]
+    if not first or not last:
+        return Chart(empty="No flow has a time, so there is nothing to draw over time.")
+    bucket = key if key in ("day", "hour") else (
+        "day" if pd.Timestamp(last) - pd.Timestamp(first) > pd.Timedelta(days=3) else "hour")
+    series = []
+    for metric, label in (("ttft_ms", "TTFT"), ("itl_ms", "ITL")):
+        frame = metrics.time_series(metric, key, bucket)
+        frame = frame[frame["n"] > 0]
+        for group, grp in frame.groupby("g", sort=True):
+            times = pd.to_datetime(grp["bucket"].str.replace("Z", "", regex=False), utc=True)
+            order = np.argsort(times.to_numpy())
+            seconds = (times - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy()[order]
+            series.append((f"{label} p50 · {group}", seconds, grp["p50"].to_numpy(dtype="float64")[order],
+                           palette.slot(str(group))))
+    if not series:
+        return Chart(empty="No answer has per-event timing, so there is nothing to draw over time.")
+    svg = charts.time_series_chart(series, ylabel="p50 (ms)", label=f"TTFT and ITL p50 per {bucket}")
+    return Chart(svg=svg, note=f"p50 per {bucket} (UTC) and per {key}")
+
+
 def render_html(capture: Capture, report: dict | None = None, *, raster_n: int = RASTER_N,
-                conversations_n: int = CONVERSATIONS_N, top_n: int = TOP_N) -> str:
+                conversations_n: int = CONVERSATIONS_N, top_n: int = TOP_N, by: str | None = None,
+                metrics: Metrics | None = None, engine: str = "duckdb", **options) -> str:
     """The HTML report of ``capture`` as one self-contained page.
 
     ``report`` is ``build_report(capture)`` if you have it; otherwise it is built here from the same
-    frames the charts use. ``raster_n``: answers in the stream raster (newest first);
-    ``conversations_n``: conversations in the table; ``top_n``: bars in the analytics chart.
+    engine tables the charts use. ``raster_n``: answers in the stream raster (newest first);
+    ``conversations_n``: conversations in the table; ``top_n``: bars in the analytics chart;
+    ``by``: one line per group of that key in the latency charts, plus p50s over time.
     """
-    frames = latency.compute_latency(capture)
-    if report is None:
-        report = report_mod.build_report(capture, frames)
-    palette = Palette(sorted(report["latency"]["by_model"]))
+    own = metrics is None
+    metrics = metrics if metrics is not None else latency.compute_latency(capture, engine=engine, by=by, **options)
+    try:
+        return _render(capture, metrics, report, raster_n=raster_n, conversations_n=conversations_n, top_n=top_n,
+                       by=by)
+    finally:
+        if own:
+            metrics.close()
+
+
+def _render(capture: Capture, metrics: Metrics, report: dict | None, *, raster_n: int, conversations_n: int,
+            top_n: int, by: str | None) -> str:
+    if report is None or (by and "by" not in report["latency"]):
+        report = report_mod.build_report(capture, metrics)
+    groups = report["latency"]["by"]["groups"] if by else report["latency"]["by_model"]
+    palette = Palette(sorted(groups))
     listing = list_conversations(capture)
     titles = listing.set_index("conversation_id")["title"] if len(listing) else pd.Series(dtype=object)
-    obs_by_model = {m: b["observed"]["itl_ms"] for m, b in report["latency"]["by_model"].items()}
+    obs_itl = {m: b["observed"]["itl_ms"] for m, b in groups.items()}
     context = {
         "paths": report["capture"]["paths"],
         "cards": summary_cards(report),
-        "ttft": ttft_chart(report, frames, palette),
-        "itl": itl_chart(frames["itl_gaps"], obs_by_model, palette, what="conversation turn"),
-        "raster": raster_chart(capture, frames, titles, palette, raster_n),
-        "scatter": scatter_chart(report, frames, palette),
+        "ttft": ttft_chart(report, metrics, palette, by),
+        "itl": itl_chart(metrics.itl_grid("turn", by or "model"), obs_itl, palette, what="conversation turn"),
+        "over_time": over_time_chart(metrics, by, report, palette) if by else None,
+        "by": by,
+        "raster": raster_chart(capture, metrics, titles, palette, raster_n),
+        "scatter": scatter_chart(report, metrics, palette),
         "perf_stats": perf_stats_table(report),
-        "conversations": conversation_rows(capture, listing, frames["turns"], conversations_n),
+        "conversations": conversation_rows(capture, listing, metrics, conversations_n),
         "conversations_total": len(listing),
         "telemetry": telemetry_chart(report, top_n),
         "identifiers": report["telemetry"]["identifiers"],
         "privacy": privacy_audit(capture).to_dict(),
         "tel_metrics": report["telemetry"].get("metrics") or {"points": 0, "by_source": {}},
         "tel_logs": report["telemetry"].get("logs") or {"records": 0, "by_status": {}},
-        "api": api_section(report, frames, palette),
+        "api": api_section(report, metrics, palette),
         "codex": codex_section(capture, report, palette),
         "errors": error_groups(capture),
         "error_count": report["capture"]["errors"],

@@ -183,6 +183,8 @@ def _latency_blocks(lat: dict) -> list[Block]:
             out.append(Heading("By model: page-reported p50", 3))
             out.append(Table(["model", "beacons", "first token ms", "total ms", "tokens/s"], rows, "lrrrr"))
 
+    out += _by_blocks(lat.get("by"))
+
     api = lat["api"]
     if api["calls"]:
         out.append(Heading("OpenAI-API calls", 3))
@@ -204,6 +206,27 @@ def _latency_blocks(lat: dict) -> list[Block]:
                                  ("eval (decode)", server["server_eval_ms"]),
                                  ("eval tokens/s", server["eval_tokens_per_s"]),
                                  ("TTFT minus prefill", server["ttft_minus_server_prefill_ms"])]))
+    return out
+
+
+def _by_blocks(by: dict | None) -> list[Block]:
+    """``--by``: every latency table once per group (observed turns, beacons, API calls)."""
+    if not by:
+        return []
+    out: list[Block] = [Heading(f"By {by['key']}", 3)]
+    if not by["groups"]:
+        out.append(Para(f"No answer or beacon to group by {by['key']}."))
+    for group, block in by["groups"].items():
+        out.append(Heading(f"{by['key']} = {group}", 4))
+        obs, cr, api = block["observed"], block["client_reported"], block["api"]
+        if obs["turns"]:
+            out += _observed_blocks(obs, "turns", "conversation turns")
+        if cr["beacons"]:
+            out.append(Para(f"{_plural(cr['beacons'], 'beacon')}, as the page reported them (ms, except tokens/s)."))
+            out.append(_stats_table([("first token", cr["ts_first_token_ms"]), ("total", cr["ts_total_request_ms"]),
+                                     ("tokens/s", cr["tokens_per_s"])]))
+        if api["calls"]:
+            out += _observed_blocks(api, "calls", "API calls")
     return out
 
 

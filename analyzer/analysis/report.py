@@ -1,8 +1,8 @@
 """The whole ``analyze report`` as one JSON-serialisable dict: capture, conversations, latency, telemetry.
 
 ``build_report(capture)`` is what the CLI prints (``analyzer.analysis.render_report`` turns it into
-text or markdown); every number in it comes from the vectorised frames in ``latency`` and
-``telemetry``, which a notebook can use directly. The keys are documented in ``docs/report.md``.
+text or markdown); every aggregate in it is a query run by an engine (``analyzer.engine``: DuckDB by
+default, or Spark). The keys are documented in ``docs/report.md``.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import pandas as pd
 
 from analyzer.analysis import codex, latency, server_timing, telemetry
 from analyzer.analysis.latency import isin, model_column
+from analyzer.engine.metrics import Metrics
 from analyzer.store import Capture
 
 log = logging.getLogger(__name__)
@@ -50,29 +51,34 @@ def _iso(value: Any) -> str | None:
     return pd.Timestamp(value).isoformat()
 
 
-def capture_block(capture: Capture) -> dict:
+def capture_block(capture: Capture, metrics: Metrics | None = None) -> dict:
     """Flow counts by kind, the time span, and the number of recorded errors."""
-    flows = capture.table("flows", COLUMNS["flows"])
-    if len(capture.paths) > 1:
-        flows = flows.drop_duplicates("flow_id")
-    errors = capture.table("errors", COLUMNS["errors"])
-    kinds = flows["kind"].fillna("unknown").value_counts(sort=False)
-    kinds = kinds.sort_index().sort_values(ascending=False, kind="stable")
-    ends = pd.concat([flows["started_at"], flows["ended_at"]], ignore_index=True)
-    return {
-        "flows": int(len(flows)),
-        "by_kind": {str(k): int(v) for k, v in kinds.items()},
-        "first_at": _iso(flows["started_at"].min()) if len(flows) else None,
-        "last_at": _iso(ends.max()) if len(flows) else None,
-        "errors": int(len(errors)),
-        "flows_with_error": int(flows["error"].notna().sum()),
-        "paths": [str(p) for p in capture.paths],
-    }
+    with _metrics(capture, metrics) as m:
+        return m.capture_block()
 
 
-def conversations_block(capture: Capture) -> dict:
+class _metrics:
+    """``metrics`` if given, else one prepared for the call (and closed after it)."""
+
+    def __init__(self, capture: Capture, metrics: Metrics | None) -> None:
+        self.metrics, self.own = (metrics, False) if metrics is not None else (latency.compute_latency(capture), True)
+
+    def __enter__(self) -> Metrics:
+        return self.metrics
+
+    def __exit__(self, *exc: object) -> None:
+        if self.own:
+            self.metrics.close()
+
+
+def conversations_block(capture: Capture, metrics: Metrics | None = None) -> dict:
     """Conversation, turn, message and branch-point counts, and turns per model (vectorised)."""
-    turns = latency.conversation_turns(capture)
+    with _metrics(capture, metrics) as m:
+        return _conversations_block(capture, m)
+
+
+def _conversations_block(capture: Capture, metrics: Metrics) -> dict:
+    turns = metrics.turn_frame
     msgs = capture.table("messages", COLUMNS["messages"])
     reads = capture.table("conversation_reads", COLUMNS["conversation_reads"])
     ids = pd.concat([turns["conversation_id"], msgs["conversation_id"], reads["conversation_id"]],
@@ -91,11 +97,11 @@ def conversations_block(capture: Capture) -> dict:
         "messages": int(known["message_id"].nunique()),
         "branch_points": int((children > 1).sum()),
         "by_model": {str(k): int(v) for k, v in by_model.items()},
-        "resumes": resumes_block(turns),
+        "resumes": resumes_block(turns, metrics),
     }
 
 
-def resumes_block(turns: pd.DataFrame) -> dict:
+def resumes_block(turns: pd.DataFrame, metrics: Metrics) -> dict:
     """Resumed, failed-resume and stopped turns (``analyzer.analysis.resume``) and the time lost in breaks."""
     resumed = turns[turns["n_resumes"] > 0]
     failed = resumed["resume_error"].dropna().astype(str)
@@ -104,7 +110,7 @@ def resumes_block(turns: pd.DataFrame) -> dict:
         "resumes": int(resumed["n_resumes"].sum()),
         "failed_resumes": int(failed.str.count(",").sum() + len(failed)),
         "stopped_by_user": int(turns["stopped_by_user"].sum()),
-        "resume_gap_ms": latency.stats(resumed["resume_gap_ms"]),
+        "resume_gap_ms": metrics.stats_of("turn_rows", "resume_gap_ms", where="n_resumes > 0"),
     }
 
 
@@ -121,22 +127,31 @@ def _clean(obj: Any) -> Any:
     return obj
 
 
-def build_report(capture: Capture, frames: dict[str, pd.DataFrame] | None = None) -> dict:
+def build_report(capture: Capture, metrics: Metrics | None = None, *, engine: str = "duckdb",
+                 by: str | None = None, **options) -> dict:
     """The report as a plain dict with exactly the keys capture, conversations, latency, telemetry, codex.
 
-    ``frames`` (from ``latency.compute_latency(capture)``) may be passed in by a caller that needs
-    them too (the HTML report draws them), so ``stream_events`` is read once.
+    ``metrics`` (from ``latency.compute_latency(capture)``) may be passed in by a caller that needs
+    its tables too (the HTML report draws them), so ``stream_events`` is read once; otherwise one is
+    prepared on ``engine`` (``duckdb`` | ``spark``; ``options`` as ``analyzer.engine.open_engine``'s),
+    grouped ``by`` one of ``analyzer.engine.GROUP_KEYS`` (adds ``latency.by``).
     """
-    f = frames if frames is not None else latency.compute_latency(capture)
-    report = {
-        "capture": capture_block(capture),
-        "conversations": conversations_block(capture),
-        "latency": latency.latency_block(f["turns"], f["itl_gaps"], f["beacons"], f["matches"], f["api"],
-                                         f["api_itl_gaps"], f.get("perf_stats")),
-        "telemetry": telemetry.telemetry_report(capture),
-        "codex": codex.codex_block(capture, f["api"], f["api_itl_gaps"]),
-    }
-    report["latency"]["local_models"] = server_timing.local_models(capture)
+    own = metrics is None
+    m = metrics if metrics is not None else latency.compute_latency(capture, engine=engine, by=by, **options)
+    try:
+        report = {
+            "capture": m.capture_block(),
+            "conversations": _conversations_block(capture, m),
+            "latency": m.latency_block(),
+            "telemetry": telemetry.telemetry_report(capture, m),
+            "codex": codex.codex_block(capture, m),
+        }
+        report["latency"]["local_models"] = m.local_models()
+        if "by" in report["latency"]:  # after local_models: the key order of today's report is kept
+            report["latency"]["by"] = report["latency"].pop("by")
+    finally:
+        if own:
+            m.close()
     return _clean(report)
 
 

@@ -229,45 +229,35 @@ def conversation_links(capture: Capture) -> pd.DataFrame:
     return out
 
 
-def _counts(series: pd.Series) -> dict[str, int]:
-    vc = series.value_counts(sort=False)
-    vc = vc.sort_index().sort_values(ascending=False, kind="stable")
-    return {str(k): int(v) for k, v in vc.items()}
+def telemetry_report(capture: Capture, metrics=None) -> dict:
+    """The report's ``telemetry`` object: counts by the engine (``metrics``, an
+    ``analyzer.engine.Metrics``, or one prepared here), identifiers and links in pandas (regexes)."""
+    from analyzer.analysis.report import _metrics
+
+    with _metrics(capture, metrics) as m:
+        return _telemetry_report(capture, m)
 
 
-def telemetry_report(capture: Capture) -> dict:
-    """The report's ``telemetry`` object."""
-    seg = segment_events(capture)
-    st = statsig_events(capture)
-    seg_names = seg["event"].fillna("(" + seg["type"].fillna("unknown") + ")")
+def _telemetry_report(capture: Capture, m) -> dict:
     links = conversation_links(capture)
     ids = identifiers(capture)
-    metrics = telemetry_metrics(capture)
-    logs = telemetry_logs(capture)
+
+    host = ("host", UNKNOWN_HOST)
+    seg = m.counts("segment_events", {"event": ("COALESCE(event, '(' || COALESCE(type, 'unknown') || ')')", "unknown"),
+                                      "type": ("type", "unknown"), "host": host}, COLUMNS["segment_events"])
+    st = m.counts("statsig_events", {"event": ("event_name", "unknown"), "host": host}, COLUMNS["statsig_events"])
+    points = m.counts("telemetry_metrics", {"source": ("source", "unknown"), "name": ("name", "unknown"), "host": host},
+                      COLUMNS["telemetry_metrics"])
+    logs = m.counts("telemetry_logs", {"status": ("status", "unknown"), "service": ("service", "unknown"),
+                                       "host": host}, COLUMNS["telemetry_logs"])
     return {
-        "segment": {
-            "events": int(len(seg)),
-            "by_event": _counts(seg_names),
-            "by_type": _counts(seg["type"].fillna("unknown")),
-            "by_host": _counts(seg["host"]),
-        },
-        "statsig": {
-            "events": int(len(st)),
-            "by_event": _counts(st["event_name"].fillna("unknown")),
-            "by_host": _counts(st["host"]),
-        },
-        "metrics": {
-            "points": int(len(metrics)),
-            "by_source": _counts(metrics["source"].fillna("unknown")),
-            "by_name": _counts(metrics["name"].fillna("unknown")),
-            "by_host": _counts(metrics["host"]),
-        },
-        "logs": {
-            "records": int(len(logs)),
-            "by_status": _counts(logs["status"].fillna("unknown")),
-            "by_service": _counts(logs["service"].fillna("unknown")),
-            "by_host": _counts(logs["host"]),
-        },
+        "segment": {"events": sum(seg["type"].values()), "by_event": seg["event"], "by_type": seg["type"],
+                    "by_host": seg["host"]},
+        "statsig": {"events": sum(st["event"].values()), "by_event": st["event"], "by_host": st["host"]},
+        "metrics": {"points": sum(points["source"].values()), "by_source": points["source"], "by_name": points["name"],
+                    "by_host": points["host"]},
+        "logs": {"records": sum(logs["status"].values()), "by_status": logs["status"], "by_service": logs["service"],
+                 "by_host": logs["host"]},
         "identifiers": [
             {
                 "kind": str(r.kind), "host": str(r.host), "distinct_values": int(r.distinct_values),

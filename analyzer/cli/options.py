@@ -104,3 +104,27 @@ class OctalMode(click.ParamType):
         if not 0 <= mode <= 0o777:
             self.fail(f"{value!r} is not a file mode between 000 and 777", param, ctx)
         return mode
+
+
+def engine_options(func: Callable) -> Callable:
+    """``--engine duckdb|spark``, ``--spark-master URL``, ``--memory-limit SIZE``: where the metric
+    queries run (``analyzer.engine``). Passed to the command as ``engine_options`` (a dict)."""
+
+    @click.option("--engine", "engine_name", type=click.Choice(["duckdb", "spark"]), default="duckdb",
+                  show_default=True, help="Query engine of the metrics: embedded DuckDB, or Spark (pyspark).")
+    @click.option("--spark-master", default=None, metavar="URL",
+                  help="Spark master for --engine spark (default local[2]).")
+    @click.option("--memory-limit", default="1GB", show_default=True, metavar="SIZE",
+                  help="DuckDB's memory cap (e.g. 512MB, 2GB); beyond it, it spills to a private temp directory.")
+    @functools.wraps(func)
+    def wrapper(*args, engine_name, spark_master, memory_limit, **kwargs):
+        if spark_master and engine_name != "spark":
+            raise click.UsageError("--spark-master needs --engine spark")
+        options: dict = {"engine": engine_name}
+        if engine_name == "spark":
+            options["spark_master"] = spark_master
+        else:
+            options["memory_limit"] = memory_limit
+        return func(*args, engine_options=options, **kwargs)
+
+    return wrapper

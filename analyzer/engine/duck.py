@@ -1,0 +1,81 @@
+"""The DuckDB engine: embedded, nothing to start, out of core (``memory_limit`` and a private spill
+directory), the report's default."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Sequence
+
+import pandas as pd
+import pyarrow as pa
+
+from analyzer.engine.base import DUCKDB, Engine, empty_select, sql_type
+
+DEFAULT_MEMORY_LIMIT = "1GB"
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+class DuckDBEngine(Engine):
+    """DuckDB in this process. ``memory_limit`` caps what its operators hold (joins, windows and
+    percentiles spill to ``temp_directory``, a private directory removed by :meth:`close`)."""
+
+    dialect = DUCKDB
+
+    def __init__(self, *, memory_limit: str = DEFAULT_MEMORY_LIMIT, threads: int | None = None) -> None:
+        import duckdb
+
+        self._tmp = tempfile.mkdtemp(prefix="chatwire-duckdb-")  # 0700: spilled rows hold traffic
+        self.con = duckdb.connect(config={"memory_limit": memory_limit, "temp_directory": self._tmp,
+                                          # Order is never relied on (every query orders itself).
+                                          "preserve_insertion_order": False})
+        if threads:
+            self.con.execute(f"SET threads = {int(threads)}")
+        self.con.execute("SET TimeZone = 'UTC'")
+        self._frames: dict[str, pa.Table] = {}
+
+    def register_parts(self, name: str, parts: Sequence[tuple[str, Sequence[str]]], schema: pa.Schema) -> None:
+        import pyarrow.parquet as pq
+
+        selects = []
+        for capture_name, files in parts:
+            if not files:
+                continue
+            present: set[str] = set()
+            for f in files:
+                present.update(pq.read_schema(f).names)
+            cols = ", ".join(
+                (f'CAST("{f.name}" AS {sql_type(self.dialect, f.type)}) AS "{f.name}"' if f.name in present
+                 else f'CAST(NULL AS {sql_type(self.dialect, f.type)}) AS "{f.name}"') for f in schema)
+            file_list = "[" + ", ".join(_quote(f) for f in files) + "]"
+            selects.append(f"SELECT {cols}, {_quote(capture_name)} AS _capture "
+                           f"FROM read_parquet({file_list}, union_by_name = true)")
+        query = " UNION ALL ".join(selects) if selects else empty_select(self.dialect, schema)
+        self.con.execute(f"CREATE OR REPLACE VIEW {name} AS {query}")
+
+    def register_frame(self, name: str, frame: pd.DataFrame, schema: pa.Schema) -> None:
+        table = pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False)
+        self._frames[name] = table  # DuckDB scans it in place: keep it alive
+        self.con.register(f"_frame_{name}", table)
+        self.con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM _frame_{name}")
+
+    def materialize(self, name: str, query: str) -> None:
+        self.con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS {query}")
+
+    def view(self, name: str, query: str) -> None:
+        self.con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {query}")
+
+    def drop(self, name: str) -> None:
+        self.con.execute(f"DROP TABLE IF EXISTS {name}")
+
+    def sql(self, query: str) -> pd.DataFrame:
+        return self.con.execute(query).df()
+
+    def close(self) -> None:
+        try:
+            self.con.close()
+        finally:
+            shutil.rmtree(self._tmp, ignore_errors=True)

@@ -1,0 +1,632 @@
+"""Every aggregate metric of the report, each written once as SQL run by an :class:`Engine`.
+
+Definitions (``docs/metrics.md`` has them in full, with where each query is):
+
+* a *text event* is a ``stream_events`` row with non-null, non-empty ``text`` and a non-null
+  ``offset_ms`` (a HAR import has none); a ``(flow_id, seq)`` repeated by combined captures counts once;
+* ``ttft_ms`` / ``e2e_ms`` are the columns the extractor stored on ``conversation_turns`` /
+  ``api_calls`` (null for an answer without any per-event timing);
+* ``itl_ms`` pools every gap between consecutive text events of one flow (window ``lag`` over ``seq``);
+  a resumed answer's parts are separate flows, so the break between them is no gap;
+* ``tpot_ms`` = (offset of the last text event − of the first) / (tokens − 1), tokens from the matched
+  beacon's ``count_tokens`` (web) or ``completion_tokens`` (API) when > 0, else the text events;
+* a statistic is ``{n, mean, min, p50, p90, p95, p99, max}`` of the finite values, percentiles exact
+  and linearly interpolated between closest ranks (NumPy's default method: DuckDB ``quantile_cont``,
+  Spark ``percentile``).
+
+What is not an aggregation stays Python on small tables: the conversation turns with their WebSocket
+hand-offs and resumes folded (``analyzer.analysis.latency.conversation_turns``) and the resume
+folding map (resume flow -> turn flow, shift) are registered as tables for the queries. Nothing
+per event or per gap ever comes back to Python: the HTML charts get a quantile grid per group.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from analyzer.engine.base import FINITE, Engine
+from analyzer.schema import TABLES
+
+STATS_KEYS = ("n", "mean", "min", "p50", "p90", "p95", "p99", "max")
+STAT_FRACTIONS = (0.5, 0.9, 0.95, 0.99)
+GRID_POINTS = 1001  # quantiles per group the HTML CDFs are drawn through
+UNKNOWN_MODEL = "unknown"
+UNLABELLED = "unlabelled"
+GROUP_KEYS = ("capture", "label", "day", "hour", "model", "host", "stream_format")
+BEACON_METRICS = (
+    "ts_first_token_ms", "ts_total_request_ms", "count_tokens", "tokens_per_s",
+    "ts_median_token_without_first_ms", "ts_p95_token_without_first_ms", "ts_p99_token_without_first_ms",
+)
+TOKEN_SOURCES = ("beacon", "text_events", "usage")
+ANSWER_COLUMNS = ["flow_id", "kind", "conversation_id", "model", "capture", "label", "day", "hour", "host",
+                  "stream_format", "started_at", "ttft_ms", "e2e_ms", "tpot_ms", "itl_p50_ms", "n_gaps"]
+
+TURN_SCHEMA = pa.schema([
+    ("flow_id", pa.string()), ("conversation_id", pa.string()), ("model_slug", pa.string()),
+    ("server_model_slug", pa.string()), ("requested_model", pa.string()), ("started_at", pa.timestamp("us", tz="UTC")),
+    ("ttft_ms", pa.float64()), ("e2e_ms", pa.float64()), ("cf_ray", pa.string()), ("stream_format", pa.string()),
+    ("capture_id", pa.string()), ("_capture", pa.string()), ("_row", pa.int64()),
+    ("n_resumes", pa.int64()), ("resume_gap_ms", pa.float64()),
+])
+# The columns the queries read of each table that is deduplicated first (``u_<table>``).
+READ_COLUMNS: dict[str, list[str]] = {
+    "api_calls": ["flow_id", "host", "endpoint", "model", "started_at", "ttft_ms", "e2e_ms", "prompt_tokens",
+                  "completion_tokens", "total_tokens", "codex_session_id", "error", "first_reasoning_ms",
+                  "reasoning_ms", "server_total_ms", "server_load_ms", "server_prompt_eval_ms", "server_eval_ms",
+                  "server_eval_count"],
+    "latency_beacons": ["flow_id", "sent_at", "server_request_id", "model", "count_tokens", "ts_first_token_ms",
+                        "ts_total_request_ms", "ts_median_token_without_first_ms", "ts_p95_token_without_first_ms",
+                        "ts_p99_token_without_first_ms"],
+    "flows": ["flow_id", "kind", "host", "started_at", "ended_at", "error"],
+    "perf_stats": ["flow_id", "metric", "value"],
+}
+FOLD_SCHEMA = pa.schema([("flow_id", pa.string()), ("into_flow_id", pa.string()), ("shift_ms", pa.float64())])
+
+
+def empty_stats() -> dict[str, Any]:
+    return {"n": 0} | {k: None for k in STATS_KEYS[1:]}
+
+
+def _float(value: Any) -> float | None:
+    if value is None:
+        return None
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if np.isnan(out) else out
+
+
+def stats_from(n: Any, mean: Any, mn: Any, mx: Any, q: Any) -> dict[str, Any]:
+    """A stats object from one result row (``q`` the array of STAT_FRACTIONS percentiles)."""
+    n = 0 if n is None or (isinstance(n, float) and np.isnan(n)) else int(n)
+    if n == 0:
+        return empty_stats()
+    q = list(q)
+    return {"n": n, "mean": _float(mean), "min": _float(mn), "p50": _float(q[0]), "p90": _float(q[1]),
+            "p95": _float(q[2]), "p99": _float(q[3]), "max": _float(mx)}
+
+
+def has_column(table: str, column: str) -> bool:
+    return table in TABLES and column in TABLES[table].names
+
+
+class Metrics:
+    """The report's queries over one capture on one engine (the engine's tables prepared once).
+
+    ``by``: one of :data:`GROUP_KEYS` to group every latency table by (``None``: no grouping).
+    Per-answer frames (one row per turn or API call) are small and come back as pandas; aggregates
+    come back as dicts of stats objects.
+    """
+
+    def __init__(self, capture, engine: Engine, *, by: str | None = None, close_engine: bool = True) -> None:
+        from analyzer.analysis.latency import conversation_turns, fold_map, handed_off_turns
+
+        if by is not None and by not in GROUP_KEYS:
+            raise ValueError(f"by must be one of {', '.join(GROUP_KEYS)}, not {by!r}")
+        self.capture = capture
+        self.engine = engine
+        self.d = engine.dialect
+        self.by = by
+        self.multi = len(capture.paths) > 1
+        if close_engine:
+            self._finalizer = weakref.finalize(self, engine.close)
+        engine.register_capture(capture)
+        handed_off = handed_off_turns(capture, per_capture=True)
+        self.turn_frame = conversation_turns(capture, per_capture=True, handed_off=handed_off)
+        turns = self.turn_frame.copy()
+        turns["_row"] = np.arange(len(turns), dtype="int64")
+        for column in TURN_SCHEMA.names:
+            if column not in turns.columns:
+                turns[column] = None
+        engine.register_frame("turn_rows", turns, TURN_SCHEMA)
+        engine.register_frame("fold_map", fold_map(capture, handed_off), FOLD_SCHEMA)
+        self._prepare()
+        self._cache: dict[str, Any] = {}
+
+    def close(self) -> None:
+        if hasattr(self, "_finalizer"):
+            self._finalizer()
+
+    # -- preparation: the derived tables -----------------------------------------------------------
+
+    def _dedupe(self, table: str, keys: Sequence[str], columns: Sequence[str]) -> str:
+        """``columns`` of ``table`` with rows repeated across combined captures (a live capture and its
+        ``-w`` import share flow ids) counted once; which copy is kept does not matter, they are equal."""
+        cols = [*columns, "_capture"] + (["capture_id"] if has_column(table, "capture_id") else [])
+        select = ", ".join(self._quote(c) for c in cols)
+        if not self.multi:
+            return f"SELECT {select} FROM {table}"
+        k = ", ".join(self._quote(c) for c in keys)
+        return (f"SELECT {select} FROM (SELECT {select}, row_number() OVER (PARTITION BY {k} ORDER BY {k}) AS _dup "
+                f"FROM {table}) d WHERE _dup = 1")
+
+    def _quote(self, column: str) -> str:
+        return f'"{column}"' if self.d.name == "duckdb" else f"`{column}`"
+
+    def _capture_key(self, table: str, alias: str) -> str:
+        if has_column(table, "capture_id"):
+            return f"COALESCE({alias}.capture_id, {alias}._capture)"
+        return f"{alias}._capture"
+
+    def _label_join(self, table: str, alias: str) -> tuple[str, str]:
+        """(join clause, label expression) for the ``captures`` table when the schema has one."""
+        if "captures" in TABLES and has_column(table, "capture_id"):
+            return (f"LEFT JOIN capture_labels cl_{alias} ON cl_{alias}.capture_id = {alias}.capture_id",
+                    f"COALESCE(cl_{alias}.label, '{UNLABELLED}')")
+        return "", f"'{UNLABELLED}'"
+
+    def _time_key(self, bucket: str, ts: str) -> str:
+        """The ``day``/``hour`` group key of ``ts``; formatted only when the report groups by it (a
+        string per row is the costliest column of the answer and beacon tables)."""
+        if self.by != bucket:
+            return "CAST(NULL AS STRING)"
+        return (self.d.day if bucket == "day" else self.d.hour).format(ts=ts)
+
+    def _prepare(self) -> None:
+        e = self.engine
+        if "captures" in TABLES:
+            e.materialize("capture_labels", "SELECT capture_id, max(label) AS label FROM captures "
+                                            "WHERE capture_id IS NOT NULL GROUP BY capture_id")
+        for name, keys in (("api_calls", ["flow_id"]), ("latency_beacons", ["flow_id"]), ("flows", ["flow_id"]),
+                           ("perf_stats", ["flow_id", "metric", "value"])):
+            query = self._dedupe(name, keys, READ_COLUMNS[name])
+            # One capture: a view (nothing copied); several: the repeated rows dropped once, kept.
+            e.materialize(f"u_{name}", query) if self.multi else e.view(f"u_{name}", query)
+        distinct = "DISTINCT " if self.multi else ""
+        # The one pass over stream_events: text events with their gap to the previous one of the flow.
+        e.materialize("text_events", f"""
+            SELECT flow_id, seq, offset_ms,
+                   offset_ms - lag(offset_ms) OVER (PARTITION BY flow_id ORDER BY seq) AS itl_ms
+            FROM (SELECT {distinct}flow_id, seq, offset_ms FROM stream_events
+                  WHERE flow_id IS NOT NULL AND offset_ms IS NOT NULL AND text <> '') t""")
+        e.materialize("timed_flows", "SELECT DISTINCT flow_id FROM stream_events "
+                                     "WHERE flow_id IS NOT NULL AND offset_ms IS NOT NULL")
+        # Every flow -> the answer it belongs to: itself, or (a resume) the turn it continues.
+        e.materialize("answer_flows", """
+            SELECT flow_id, flow_id AS answer_id, 0.0 AS shift_ms FROM turn_rows
+            UNION ALL SELECT flow_id, into_flow_id AS answer_id, shift_ms FROM fold_map
+            UNION ALL SELECT flow_id, flow_id AS answer_id, 0.0 AS shift_ms FROM u_api_calls""")
+        e.materialize("answer_text", """
+            SELECT af.answer_id, min(f.first_ms + af.shift_ms) AS first_ms, max(f.last_ms + af.shift_ms) AS last_ms,
+                   sum(f.n_text) AS n_text
+            FROM (SELECT flow_id, min_by(offset_ms, seq) AS first_ms, max_by(offset_ms, seq) AS last_ms,
+                         count(*) AS n_text
+                  FROM text_events GROUP BY flow_id) f
+            JOIN answer_flows af ON af.flow_id = f.flow_id
+            GROUP BY af.answer_id""")
+        e.materialize("timed_answers", "SELECT DISTINCT af.answer_id FROM timed_flows t "
+                                       "JOIN answer_flows af ON af.flow_id = t.flow_id")
+        # The token count a beacon reported for a request (the first beacon of that request id).
+        e.materialize("request_tokens", """
+            SELECT server_request_id, min_by(count_tokens, flow_id) AS count_tokens FROM u_latency_beacons
+            WHERE server_request_id IS NOT NULL GROUP BY server_request_id""")
+        turn_label_join, turn_label = self._label_join("conversation_turns", "t")
+        api_label_join, api_label = self._label_join("api_calls", "a")
+        # turn_rows always has capture_id (null until the schema has the column)
+        turn_capture = "COALESCE(t.capture_id, t._capture)"
+        api_capture = self._capture_key("api_calls", "a")
+        e.materialize("answer_rows", f"""
+            SELECT t.flow_id, 'turn' AS kind, t.conversation_id,
+                   COALESCE(NULLIF(t.model_slug, ''), NULLIF(t.server_model_slug, ''), NULLIF(t.requested_model, ''),
+                            '{UNKNOWN_MODEL}') AS model,
+                   {turn_capture} AS capture, {turn_label} AS label, t.started_at, t.cf_ray, t._row,
+                   COALESCE(fl.host, 'unknown') AS host, COALESCE(t.stream_format, 'unknown') AS stream_format,
+                   t.ttft_ms AS stored_ttft_ms, t.e2e_ms AS stored_e2e_ms, x.first_ms, x.last_ms,
+                   COALESCE(x.n_text, 0) AS n_text_events,
+                   (ta.answer_id IS NOT NULL OR t.ttft_ms IS NOT NULL OR t.e2e_ms IS NOT NULL) AS has_timing,
+                   CAST(rt.count_tokens AS DOUBLE) AS reported_tokens, 'beacon' AS reported_source,
+                   CAST(NULL AS DOUBLE) AS prompt_tokens, CAST(NULL AS DOUBLE) AS completion_tokens,
+                   CAST(NULL AS DOUBLE) AS total_tokens, FALSE AS is_codex
+            FROM turn_rows t
+            LEFT JOIN answer_text x ON x.answer_id = t.flow_id
+            LEFT JOIN timed_answers ta ON ta.answer_id = t.flow_id
+            LEFT JOIN request_tokens rt ON rt.server_request_id = t.cf_ray
+            LEFT JOIN u_flows fl ON fl.flow_id = split_part(t.flow_id, '#', 1)
+            {turn_label_join}
+            UNION ALL
+            SELECT a.flow_id, 'api' AS kind, CAST(NULL AS STRING) AS conversation_id,
+                   COALESCE(NULLIF(a.model, ''), '{UNKNOWN_MODEL}') AS model,
+                   {api_capture} AS capture, {api_label} AS label, a.started_at, CAST(NULL AS STRING) AS cf_ray,
+                   CAST(-1 AS BIGINT) AS _row, COALESCE(fl.host, a.host, 'unknown') AS host,
+                   COALESCE(fl.kind, 'api') AS stream_format,
+                   a.ttft_ms AS stored_ttft_ms, a.e2e_ms AS stored_e2e_ms, x.first_ms, x.last_ms,
+                   COALESCE(x.n_text, 0) AS n_text_events,
+                   (ta.answer_id IS NOT NULL OR a.ttft_ms IS NOT NULL OR a.e2e_ms IS NOT NULL) AS has_timing,
+                   CAST(a.completion_tokens AS DOUBLE) AS reported_tokens, 'usage' AS reported_source,
+                   CAST(a.prompt_tokens AS DOUBLE) AS prompt_tokens,
+                   CAST(a.completion_tokens AS DOUBLE) AS completion_tokens,
+                   CAST(a.total_tokens AS DOUBLE) AS total_tokens,
+                   (COALESCE(a.endpoint, '') LIKE '%/codex/%' OR a.codex_session_id IS NOT NULL) AS is_codex
+            FROM u_api_calls a
+            LEFT JOIN answer_text x ON x.answer_id = a.flow_id
+            LEFT JOIN timed_answers ta ON ta.answer_id = a.flow_id
+            LEFT JOIN u_flows fl ON fl.flow_id = a.flow_id
+            {api_label_join}""")
+        finite_reported = FINITE.format(x="reported_tokens") + " AND reported_tokens > 0"
+        e.materialize("answers", f"""
+            SELECT *,
+                   CASE WHEN has_timing AND n_text_events >= 2 AND tokens > 1
+                        THEN (last_ms - first_ms) / (tokens - 1) END AS tpot_ms
+            FROM (SELECT r.*, {self._time_key('day', 'r.started_at')} AS day,
+                         {self._time_key('hour', 'r.started_at')} AS hour,
+                         CASE WHEN r.has_timing THEN r.stored_ttft_ms END AS ttft_ms,
+                         CASE WHEN r.has_timing THEN r.stored_e2e_ms END AS e2e_ms,
+                         CASE WHEN {finite_reported} THEN reported_tokens
+                              ELSE CAST(n_text_events AS DOUBLE) END AS tokens,
+                         CASE WHEN {finite_reported} THEN reported_source ELSE 'text_events' END AS token_source
+                  FROM answer_rows r) a""")
+        # Each gap with the answer it belongs to (its kind and group keys come from `answers`).
+        # kind, model and is_codex ride along: the pooled and per-model ITL need no join after this one.
+        e.materialize("gap_answers", """
+            SELECT g.itl_ms, af.answer_id, a.kind, a.model, a.is_codex FROM text_events g
+            JOIN answer_flows af ON af.flow_id = g.flow_id JOIN answers a ON a.flow_id = af.answer_id
+            WHERE g.itl_ms IS NOT NULL""")
+        e.drop("text_events")  # every later query reads gap_answers or answer_text
+        beacon_label_join, beacon_label = self._label_join("latency_beacons", "b")
+        e.materialize("keyed_turns", """
+            SELECT * FROM (SELECT a.*, row_number() OVER (PARTITION BY cf_ray ORDER BY _row) AS _rn
+                           FROM answers a WHERE kind = 'turn' AND cf_ray IS NOT NULL) k WHERE _rn = 1""")
+        e.materialize("beacons", f"""
+            SELECT b.server_request_id, b.flow_id, b.sent_at,
+                   COALESCE(NULLIF(b.model, ''), '{UNKNOWN_MODEL}') AS model,
+                   CAST(b.count_tokens AS DOUBLE) AS count_tokens, b.ts_first_token_ms, b.ts_total_request_ms,
+                   b.ts_median_token_without_first_ms, b.ts_p95_token_without_first_ms,
+                   b.ts_p99_token_without_first_ms,
+                   CASE WHEN b.ts_total_request_ms - b.ts_first_token_ms > 0
+                        THEN b.count_tokens / ((b.ts_total_request_ms - b.ts_first_token_ms) / 1000.0) END AS tokens_per_s,
+                   {self._capture_key('latency_beacons', 'b')} AS capture, {beacon_label} AS label,
+                   {self._time_key('day', 'b.sent_at')} AS day, {self._time_key('hour', 'b.sent_at')} AS hour,
+                   COALESCE(k.host, 'unknown') AS host, COALESCE(k.stream_format, 'unknown') AS stream_format,
+                   k.flow_id AS turn_flow_id, k.model AS turn_model, k.ttft_ms AS turn_ttft_ms
+            FROM u_latency_beacons b LEFT JOIN keyed_turns k ON k.cf_ray = b.server_request_id
+            {beacon_label_join}""")
+
+    # -- the statistic, written once ------------------------------------------------------------------
+
+    def _stats_select(self, metrics: dict[str, str]) -> str:
+        """Aggregates for each metric: ``n_i, mean_i, min_i, max_i, q_i`` over its finite values."""
+        parts = []
+        for i, expr in enumerate(metrics.values()):
+            v = f"(CASE WHEN {FINITE.format(x=expr)} THEN CAST({expr} AS DOUBLE) END)"
+            parts.append(f"count({v}) AS n_{i}, avg({v}) AS mean_{i}, min({v}) AS min_{i}, max({v}) AS max_{i}, "
+                         f"{self.d.q(v, STAT_FRACTIONS)} AS q_{i}")
+        return ", ".join(parts)
+
+    def grouped_stats(self, source: str, metrics: dict[str, str], groups: Sequence[str] = (),
+                      where: str = "TRUE", extra: str = "") -> pd.DataFrame:
+        """One row per group: the group columns, ``extra`` aggregates, and a stats dict per metric."""
+        cols = [f"{g} AS g{i}" for i, g in enumerate(groups)]
+        select = ", ".join([*cols, *([extra] if extra else []), self._stats_select(metrics)])
+        group_by = f" GROUP BY {', '.join(f'g{i}' for i in range(len(groups)))}" if groups else ""
+        if groups:  # group by the select's aliases: both engines accept ordinal positions
+            group_by = " GROUP BY " + ", ".join(str(i + 1) for i in range(len(groups)))
+        frame = self.engine.sql(f"SELECT {select} FROM {source} WHERE {where}{group_by}")
+        for i, name in enumerate(metrics):
+            frame[name] = [stats_from(*row) for row in zip(frame[f"n_{i}"], frame[f"mean_{i}"], frame[f"min_{i}"],
+                                                             frame[f"max_{i}"], frame[f"q_{i}"], strict=True)]
+        return frame
+
+    def stats_of(self, source: str, expr: str, where: str = "TRUE") -> dict[str, Any]:
+        frame = self.grouped_stats(source, {"x": expr}, where=where)
+        return frame["x"].iloc[0] if len(frame) else empty_stats()
+
+    def frame_stats(self, values: Iterable[float] | pd.Series) -> dict[str, Any]:
+        """The statistic of a small in-memory sequence (per-answer numbers), by the same SQL."""
+        arr = pd.to_numeric(pd.Series(values, dtype="object" if not isinstance(values, pd.Series) else None),
+                            errors="coerce").astype("float64")
+        self.engine.register_frame("_values", pd.DataFrame({"v": arr.to_numpy()}), pa.schema([("v", pa.float64())]))
+        return self.stats_of("_values", "v")
+
+    # -- report blocks ------------------------------------------------------------------------------
+
+    def _group_expr(self, key: str | None) -> str:
+        return "''" if key is None else key
+
+    def observed_blocks(self, key: str | None) -> dict[tuple[str, str], dict]:
+        """``observed`` blocks per (kind, group) of ``key`` (None: one group per kind)."""
+        g = self._group_expr(key)
+        extra = ("count(*) AS answers, sum(CASE WHEN has_timing THEN 1 ELSE 0 END) AS timed, "
+                 + ", ".join(f"sum(CASE WHEN tpot_ms IS NOT NULL AND token_source = '{s}' THEN 1 ELSE 0 END) AS ts_{s}"
+                             for s in TOKEN_SOURCES))
+        rows = self.grouped_stats("answers", {"ttft_ms": "ttft_ms", "tpot_ms": "tpot_ms", "e2e_ms": "e2e_ms"},
+                                  ["kind", g], extra=extra)
+        if key in (None, "model"):
+            gaps = self.grouped_stats("gap_answers a", {"itl_ms": "a.itl_ms"}, ["a.kind", f"a.{g}" if key else g])
+        else:
+            gaps = self.grouped_stats("gap_answers ga JOIN answers a ON a.flow_id = ga.answer_id",
+                                      {"itl_ms": "ga.itl_ms"}, ["a.kind", f"a.{g}"])
+        itl = {(r.g0, r.g1): r.itl_ms for r in gaps.itertuples(index=False)}
+        out = {}
+        for r in rows.itertuples(index=False):
+            unit = "turns" if r.g0 == "turn" else "calls"
+            answers, timed = int(r.answers), int(r.timed)
+            out[(r.g0, r.g1)] = {
+                unit: answers, f"{unit}_with_timing": timed, f"{unit}_without_timing": answers - timed,
+                "ttft_ms": r.ttft_ms, "itl_ms": itl.get((r.g0, r.g1), empty_stats()), "tpot_ms": r.tpot_ms,
+                "e2e_ms": r.e2e_ms,
+                "tpot_token_source": {s: int(getattr(r, f"ts_{s}")) for s in TOKEN_SOURCES
+                                      if int(getattr(r, f"ts_{s}"))},
+            }
+        return out
+
+    @staticmethod
+    def empty_observed(unit: str) -> dict:
+        return {unit: 0, f"{unit}_with_timing": 0, f"{unit}_without_timing": 0, "ttft_ms": empty_stats(),
+                "itl_ms": empty_stats(), "tpot_ms": empty_stats(), "e2e_ms": empty_stats(), "tpot_token_source": {}}
+
+    def _client_reported(self, key: str | None) -> dict[str, dict]:
+        rows = self.grouped_stats("beacons", {m: m for m in BEACON_METRICS}, [self._group_expr(key)],
+                                  extra="count(*) AS beacons")
+        return {r.g0: {"beacons": int(r.beacons)} | {m: getattr(r, m) for m in BEACON_METRICS}
+                for r in rows.itertuples(index=False)}
+
+    @staticmethod
+    def empty_client_reported() -> dict:
+        return {"beacons": 0} | {m: empty_stats() for m in BEACON_METRICS}
+
+    def _matched(self) -> dict:
+        counts = self.engine.sql("""
+            SELECT count(*) AS beacons, count(server_request_id) AS with_id, count(turn_flow_id) AS pairs,
+                   count(DISTINCT turn_flow_id) AS turns FROM beacons""").iloc[0]
+        gap = self.stats_of("beacons", "ts_first_token_ms - turn_ttft_ms", where="turn_flow_id IS NOT NULL")
+        beacons, pairs = int(counts["beacons"]), int(counts["pairs"])
+        return {"pairs": pairs, "unmatched_beacons": beacons - pairs,
+                "beacons_without_request_id": beacons - int(counts["with_id"]),
+                "turns_with_beacon": int(counts["turns"]), "ttft_gap_ms": gap}
+
+    def _server_reported(self) -> dict:
+        n = int(self.engine.sql("SELECT count(*) AS n, count(DISTINCT flow_id) AS f FROM u_perf_stats").iloc[0]["n"])
+        if not n:
+            return {"answers": 0, "metrics": {}}
+        answers = int(self.engine.sql("SELECT count(DISTINCT flow_id) AS f FROM u_perf_stats").iloc[0]["f"])
+        rows = self.grouped_stats("u_perf_stats", {"value": "value"}, ["metric"])
+        metrics = {str(r.g0): r.value for r in sorted(rows.itertuples(index=False), key=lambda r: str(r.g0))}
+        return {"answers": answers, "metrics": metrics}
+
+    def _usage_by_model(self) -> dict:
+        rows = self.engine.sql("""
+            SELECT model, count(*) AS calls, COALESCE(sum(prompt_tokens), 0) AS prompt_tokens,
+                   COALESCE(sum(completion_tokens), 0) AS completion_tokens, COALESCE(sum(total_tokens), 0) AS total_tokens
+            FROM answers WHERE kind = 'api' GROUP BY model""")
+        return {str(r.model): {"calls": int(r.calls), "prompt_tokens": int(r.prompt_tokens),
+                               "completion_tokens": int(r.completion_tokens), "total_tokens": int(r.total_tokens)}
+                for r in sorted(rows.itertuples(index=False), key=lambda r: str(r.model))}
+
+    def latency_block(self) -> dict:
+        """The report's ``latency`` object (without ``local_models``)."""
+        overall = self.observed_blocks(None)
+        by_model_obs = self.observed_blocks("model")
+        cr = self._client_reported(None)
+        cr_by_model = self._client_reported("model")
+        turn_models = {g for (k, g) in by_model_obs if k == "turn"}
+        models = sorted(turn_models | set(cr_by_model))
+        by_model = {m: {"observed": by_model_obs.get(("turn", m), self.empty_observed("turns")),
+                        "client_reported": cr_by_model.get(m, self.empty_client_reported())} for m in models}
+        api = overall.get(("api", ""), self.empty_observed("calls"))
+        api["usage_by_model"] = self._usage_by_model()
+        out = {
+            "observed": overall.get(("turn", ""), self.empty_observed("turns")),
+            "client_reported": cr.get("", self.empty_client_reported()),
+            "server_reported": self._server_reported(),
+            "matched": self._matched(),
+            "by_model": by_model,
+            "api": api,
+        }
+        if self.by is not None:
+            out["by"] = self.by_block(self.by)
+        return out
+
+    def by_block(self, key: str) -> dict:
+        """``{key, groups: {group: {observed, client_reported, api}}}``: every latency table per group."""
+        obs = self.observed_blocks(key)
+        cr = self._client_reported(key)
+        groups = sorted({g for (_, g) in obs} | set(cr), key=str)
+        return {"key": key, "groups": {str(g): {
+            "observed": obs.get(("turn", g), self.empty_observed("turns")),
+            "client_reported": cr.get(g, self.empty_client_reported()),
+            "api": obs.get(("api", g), self.empty_observed("calls")),
+        } for g in groups}}
+
+    def local_models(self) -> dict:
+        """``latency.local_models``: the server's own timings of API calls (Ollama) beside the wire's."""
+        source = """(SELECT COALESCE(model, 'unknown') AS model, server_total_ms, server_load_ms, server_prompt_eval_ms,
+                            server_eval_ms,
+                            CASE WHEN server_eval_ms > 0 THEN server_eval_count / server_eval_ms * 1000.0 END
+                                AS eval_tokens_per_s,
+                            ttft_ms - (COALESCE(server_load_ms, 0.0) + server_prompt_eval_ms)
+                                AS ttft_minus_server_prefill_ms
+                     FROM u_api_calls WHERE server_total_ms IS NOT NULL OR server_eval_ms IS NOT NULL) s"""
+        names = ["server_total_ms", "server_load_ms", "server_prompt_eval_ms", "server_eval_ms", "eval_tokens_per_s",
+                 "ttft_minus_server_prefill_ms"]
+
+        def block(r) -> dict:
+            return {"calls": int(r.calls)} | {n: getattr(r, n) for n in names}
+
+        overall = self.grouped_stats(source, {n: n for n in names}, extra="count(*) AS calls")
+        out = block(next(overall.itertuples(index=False)))
+        rows = self.grouped_stats(source, {n: n for n in names}, ["model"], extra="count(*) AS calls")
+        out["by_model"] = {str(r.g0): block(r) for r in sorted(rows.itertuples(index=False), key=lambda r: str(r.g0))}
+        return out
+
+    def codex_by_model(self) -> dict:
+        """``codex.by_model``: calls, failures and timing of the Codex backend's calls per model."""
+        rows = self.grouped_stats(
+            "answers a JOIN u_api_calls c ON c.flow_id = a.flow_id",
+            {"ttft_ms": "c.ttft_ms", "first_reasoning_ms": "c.first_reasoning_ms", "reasoning_ms": "c.reasoning_ms",
+             "e2e_ms": "c.e2e_ms"},
+            ["a.model"], where="a.kind = 'api' AND a.is_codex",
+            extra="count(*) AS calls, count(c.error) AS failed, sum(CASE WHEN a.has_timing THEN 1 ELSE 0 END) AS timed")
+        gaps = self.grouped_stats("gap_answers a", {"itl_ms": "a.itl_ms"}, ["a.model"],
+                                  where="a.kind = 'api' AND a.is_codex")
+        itl = {r.g0: r.itl_ms for r in gaps.itertuples(index=False)}
+        return {str(r.g0): {"calls": int(r.calls), "failed": int(r.failed), "with_timing": int(r.timed),
+                            "ttft_ms": r.ttft_ms, "itl_ms": itl.get(r.g0, empty_stats()),
+                            "first_reasoning_ms": r.first_reasoning_ms, "reasoning_ms": r.reasoning_ms,
+                            "e2e_ms": r.e2e_ms}
+                for r in sorted(rows.itertuples(index=False), key=lambda r: str(r.g0))}
+
+    def capture_block(self) -> dict:
+        """Flow counts by kind, the time span, and the number of recorded errors."""
+        kinds = self.engine.sql("SELECT COALESCE(kind, 'unknown') AS kind, count(*) AS n FROM u_flows GROUP BY 1")
+        span = self.engine.sql("""
+            SELECT count(*) AS flows, min(started_at) AS first_at,
+                   max(CASE WHEN ended_at IS NULL OR started_at > ended_at THEN started_at ELSE ended_at END) AS last_s,
+                   max(ended_at) AS last_e, max(started_at) AS last_st, count(error) AS with_error FROM u_flows""").iloc[0]
+        errors = int(self.engine.sql("SELECT count(*) AS n FROM errors").iloc[0]["n"])
+        pairs = sorted(((str(k), int(v)) for k, v in zip(kinds["kind"], kinds["n"], strict=True)),
+                       key=lambda kv: (-kv[1], kv[0]))
+        last = [v for v in (span["last_e"], span["last_st"]) if v is not None and not pd.isna(v)]
+        return {
+            "flows": int(span["flows"]),
+            "by_kind": dict(pairs),
+            "first_at": _iso(span["first_at"]) if int(span["flows"]) else None,
+            "last_at": _iso(max(last)) if int(span["flows"]) and last else None,
+            "errors": errors,
+            "flows_with_error": int(span["with_error"]),
+            "paths": [str(p) for p in self.capture.paths],
+        }
+
+    def counts(self, table: str, keys: dict[str, tuple[str, str]], columns: Sequence[str]) -> dict[str, dict[str, int]]:
+        """Per entry ``name: (expression, fill)`` of ``keys``: {value: rows} of ``table`` grouped by the
+        expression (NULL -> ``fill``), most frequent first then by value; rows repeated across combined
+        captures count once. One query (a UNION ALL of the groupings) per table."""
+        cols = ", ".join(f'"{c}"' if self.d.name == "duckdb" else f"`{c}`" for c in columns)
+        source = f"(SELECT DISTINCT {cols} FROM {table}) s" if self.multi else table
+        union = " UNION ALL ".join(f"SELECT '{name}' AS c, CAST({expr} AS STRING) AS k, count(*) AS n FROM {source} "
+                                   f"GROUP BY 2" for name, (expr, _) in keys.items())
+        frame = self.engine.sql(union)
+        out: dict[str, dict[str, int]] = {}
+        for name, (_, fill) in keys.items():
+            mine = frame[frame["c"] == name]
+            merged: dict[str, int] = {}
+            for k, n in zip(mine["k"], mine["n"], strict=True):
+                key = fill if k is None or (isinstance(k, float) and np.isnan(k)) else str(k)
+                merged[key] = merged.get(key, 0) + int(n)
+            by_key = sorted(merged.items())
+            out[name] = dict(sorted(by_key, key=lambda kv: -kv[1]))  # stable: ties stay in key order
+        return out
+
+    # -- per-answer frames (one row per turn / call: small) ---------------------------------------------
+
+    def answers(self) -> pd.DataFrame:
+        """Every answer with its timing and group keys (the ``answers`` table)."""
+        if "answers" not in self._cache:
+            self._cache["answers"] = self.engine.sql("SELECT * FROM answers ORDER BY kind DESC, _row, flow_id")
+        return self._cache["answers"]
+
+    def answer_metrics(self) -> pd.DataFrame:
+        """One row per answer: :data:`ANSWER_COLUMNS` (``itl_p50_ms`` its median gap, ``n_gaps``)."""
+        per = self.engine.sql(f"""
+            SELECT answer_id AS flow_id, count(*) AS n_gaps, {self.d.q('itl_ms', [0.5])} AS q
+            FROM gap_answers GROUP BY answer_id""")
+        per["itl_p50_ms"] = [float(q[0]) for q in per["q"]]
+        times = self.engine.sql(f"""SELECT flow_id, {self.d.day.format(ts='started_at')} AS day,
+                                           {self.d.hour.format(ts='started_at')} AS hour FROM answers""")
+        out = self.answers().drop(columns=["day", "hour"]).merge(times, on="flow_id", how="left")
+        out = out.merge(per[["flow_id", "n_gaps", "itl_p50_ms"]], on="flow_id", how="left")
+        out["n_gaps"] = out["n_gaps"].fillna(0).astype("int64")
+        return out[ANSWER_COLUMNS].reset_index(drop=True)
+
+    def itl_grid(self, kind: str, key: str = "model", points: int = GRID_POINTS) -> dict[str, np.ndarray]:
+        """Per group of ``key``: the gaps at ``points`` evenly spaced ranks (first and last included):
+        the CDF drawn through them. One sort per group (``row_number``), where asking for 1001
+        percentiles would select 1001 times; a chart needs ranks, not interpolation."""
+        if key == "model":  # gap_answers carries kind and model itself
+            source, alias = "gap_answers a", "a"
+        else:
+            source, alias = "gap_answers ga JOIN answers a ON a.flow_id = ga.answer_id", "ga"
+        step = points - 1
+        frame = self.engine.sql(f"""
+            SELECT g, v FROM (
+                SELECT a.{key} AS g, {alias}.itl_ms AS v,
+                       row_number() OVER (PARTITION BY a.{key} ORDER BY {alias}.itl_ms) - 1 AS r,
+                       count(*) OVER (PARTITION BY a.{key}) AS n
+                FROM {source} WHERE a.kind = '{kind}' AND {FINITE.format(x=f'{alias}.itl_ms')}) s
+            WHERE n <= {points}
+               OR r = floor(ceil(r * {step}.0 / (n - 1)) * (n - 1.0) / {step})
+               OR r = n - 1""")
+        out: dict[str, np.ndarray] = {}
+        for g, grp in frame.groupby("g", sort=True):
+            out[str(g)] = np.sort(grp["v"].to_numpy(dtype="float64"))
+        return out
+
+    def time_series(self, metric: str, key: str, bucket: str) -> pd.DataFrame:
+        """p50 of ``metric`` (``ttft_ms`` or ``itl_ms``) per ``bucket`` (``hour``/``day``) and group of ``key``
+        over turns: columns bucket, g, n, p50."""
+        if metric == "itl_ms":
+            source, value = "gap_answers ga JOIN answers a ON a.flow_id = ga.answer_id", "ga.itl_ms"
+        else:
+            source, value = "answers a", f"a.{metric}"
+        when = (self.d.day if bucket == "day" else self.d.hour).format(ts="a.started_at")
+        frame = self.grouped_stats(source, {"s": value}, [when, f"a.{key}"], where="a.kind = 'turn'")
+        return pd.DataFrame({"bucket": frame["g0"], "g": frame["g1"], "n": [s["n"] for s in frame["s"]],
+                             "p50": [s["p50"] for s in frame["s"]]})
+
+    def gaps_frame(self, kind: str) -> pd.DataFrame:
+        """Every gap of ``kind`` answers: flow_id (the answer's), model_slug, itl_ms. Per gap: for a
+        notebook or an export that wants them; the report never calls this."""
+        frame = self.engine.sql(f"""
+            SELECT ga.answer_id AS flow_id, a.model AS model_slug, ga.itl_ms FROM gap_answers ga
+            JOIN answers a ON a.flow_id = ga.answer_id WHERE a.kind = '{kind}'""")
+        frame["flow_id"] = pd.Categorical(frame["flow_id"].astype(object))
+        frame["model_slug"] = pd.Categorical(frame["model_slug"].astype(object))
+        return frame
+
+    def beacon_rows(self) -> pd.DataFrame:
+        if "beacons" not in self._cache:
+            self._cache["beacons"] = self.engine.sql("SELECT * FROM beacons ORDER BY flow_id")
+        return self._cache["beacons"]
+
+
+def _iso(value: Any) -> str | None:
+    if value is None or pd.isna(value):
+        return None
+    return pd.Timestamp(value).isoformat()
+
+
+_TURN_FRAME = ["flow_id", "conversation_id", "model_slug", "started_at", "ttft_ms", "e2e_ms", "tpot_ms",
+               "n_text_events", "tokens", "token_source", "cf_ray", "has_timing"]
+_API_FRAME = ["flow_id", "model", "started_at", "ttft_ms", "e2e_ms", "tpot_ms", "n_text_events", "tokens",
+              "token_source", "prompt_tokens", "completion_tokens", "total_tokens", "has_timing"]
+
+
+def _frame(metrics: Metrics, name: str) -> pd.DataFrame:
+    """The per-answer frames of the old pandas API, from the engine's tables."""
+    if name == "turns":
+        a = metrics.answers()
+        a = a[a["kind"] == "turn"].sort_values("_row", kind="stable").rename(columns={"model": "model_slug"})
+        return a[_TURN_FRAME].reset_index(drop=True)
+    if name == "api":
+        a = metrics.answers()
+        return a[a["kind"] == "api"][_API_FRAME].reset_index(drop=True)
+    if name == "beacons":
+        return metrics.beacon_rows()
+    if name == "matches":
+        b = metrics.beacon_rows()
+        b = b[b["turn_flow_id"].notna()]
+        out = pd.DataFrame({"server_request_id": b["server_request_id"].to_numpy(), "flow_id": b["turn_flow_id"].to_numpy(),
+                            "model": b["model"].to_numpy(), "model_slug": b["turn_model"].to_numpy(),
+                            "ts_first_token_ms": b["ts_first_token_ms"].to_numpy(dtype="float64", na_value=np.nan),
+                            "ttft_ms": b["turn_ttft_ms"].to_numpy(dtype="float64", na_value=np.nan)})
+        out["ttft_gap_ms"] = out["ts_first_token_ms"] - out["ttft_ms"]
+        return out
+    if name in ("itl_gaps", "api_itl_gaps"):
+        return metrics.gaps_frame("api" if name == "api_itl_gaps" else "turn")
+    raise KeyError(name)
+
+
+def _getitem(self: Metrics, name: str) -> pd.DataFrame:
+    key = f"frame:{name}"
+    if key not in self._cache:
+        self._cache[key] = _frame(self, name)
+    return self._cache[key]
+
+
+Metrics.__getitem__ = _getitem  # type: ignore[attr-defined]
