@@ -5,7 +5,7 @@ logs per request when its handler had the request, when it wrote the first token
 `X-Request-ID` header and its prompt). Each tool is installed from PyPI into a venv of its own,
 cached in `~/.cache/chatwire-bench/<tool>` and reused; the tools' own per-request exports are joined
 to the server's log (chatwire on the response id, AIPerf on `X-Request-ID`, GuideLLM on the response
-id, else the prompt, which is unique per request), so the TTFT error of every tool is measured
+id), so the TTFT error of every tool is measured
 against the same oracle: tool TTFT − (server first token written − server request in).
 
 Per tool and load point:
@@ -179,42 +179,26 @@ def run_guidellm(exe: Path, port: int, load: dict, seconds: float, tmp: Path) ->
     prompts = tmp / f"guidellm-{load['name']}.jsonl"
     prompts.write_text("".join(json.dumps({"prompt": f"q{k}"}) + "\n" for k in range(load["n"])))
     out = tmp / f"guidellm-{load['name']}.json"
-    profile = (["--profile", "constant", "--rate", f"{load['rate']:g}", "--max-requests", str(load["n"])]
-               if load["kind"] == "rate" else
-               ["--profile", "concurrent", "--rate", str(load["concurrency"]), "--max-seconds", f"{seconds:g}"])
-    cmd = [str(exe), "run", "--target", f"http://127.0.0.1:{port}", "--model", MODEL, "--data", str(prompts),
-           "--output-path", str(out), "--disable-progress", *profile, *GUIDELLM_EXTRA]
+    # GuideLLM 0.8's kind=...,key=value options; "model=tokens=8" is the server's 8 instant tokens.
+    profile = ([f"kind=constant,rate={load['rate']:g}"], [f"kind=max_requests,count={load['n']}"]) \
+        if load["kind"] == "rate" else \
+        ([f"kind=concurrent,streams={load['concurrency']}"], [f"kind=max_duration,seconds={seconds:g}"])
+    cmd = [str(exe), "run", "--backend", f"kind=openai_http,target=http://127.0.0.1:{port},model=tokens=8",
+           "--profile", *profile[0], "--constraint", *profile[1], "--data", f"kind=json_file,path={prompts}",
+           "--output", f"kind=json,path={out}", "--disable-progress", "--disable-console", *GUIDELLM_EXTRA]
     _, cpu, wall = timed(cmd, {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}, 900)
-    bench = json.loads(out.read_text())["benchmarks"][0]
+    reqs = json.loads(out.read_text())["benchmarks"][0]["requests"]["successful"]
     records = []
-    for r in bench["requests"]["successful"]:
-        t = r.get("info", {}).get("timings") or r.get("timings") or {}
-        start = t.get("request_start") or r.get("request_start_time")
-        end = t.get("request_end") or r.get("request_end_time")
-        targeted = t.get("targeted_start") or r.get("scheduled_time")
-        ttft = r.get("time_to_first_token_ms")
-        records.append({"start": start, "end": end, "ttft_ms": ttft,
+    for r in reqs:
+        t = (r.get("info") or {}).get("timings") or {}
+        start, end, targeted = t.get("request_start"), t.get("request_end"), t.get("targeted_start")
+        records.append({"start": start, "end": end, "ttft_ms": r.get("time_to_first_token_ms"),
                         "lag_ms": (start - targeted) * 1000 if start and targeted else None,
-                        "join": r.get("response_id") or r.get("request_id")})
-    log = fetch_log(port)
-    by_id = figures(records, log, "id", cpu=cpu, wall=wall)
-    if by_id["joined"]:
-        return by_id
-    # No response id kept: the prompt is unique per request ("q<k>"); GuideLLM keeps it as the prompt text.
-    for rec, r in zip(records, bench["requests"]["successful"], strict=True):
-        rec["join"] = _guidellm_prompt(r)
-    return figures(records, log, "prompt", cpu=by_id["cpu_s"], wall=wall)
+                        "join": r.get("response_id")})
+    return figures(records, fetch_log(port), "id", cpu=cpu, wall=wall)
 
 
 GUIDELLM_EXTRA: list[str] = []  # set from --guidellm-arg
-
-
-def _guidellm_prompt(r: dict) -> str | None:
-    for key in ("prompt", "request_args", "input"):
-        v = r.get(key)
-        if isinstance(v, str):
-            return v.strip()
-    return None
 
 
 # ---------------------------------------------------------------- driver
@@ -238,7 +222,7 @@ def render_docs(result: dict) -> str:
              + ", ".join(f"{k} {v}" for k, v in result["versions"].items()) + ".",
              "", "The server answers at once with 8 tokens (bench/bench_generator.py's). TTFT error = the tool's "
              "TTFT − the server's own (first token written − request in), per request, joined on the response id "
-             "(chatwire), `X-Request-ID` (AIPerf) or the prompt (GuideLLM). Lag: chatwire sent − intended, GuideLLM "
+             "(chatwire, GuideLLM) or `X-Request-ID` (AIPerf). Lag: chatwire sent − intended, GuideLLM "
              "request_start − targeted_start, AIPerf request_start − credit_issued (dispatch only: AIPerf exports no "
              "intended time). CPU: the tool's whole process tree.", "",
              "| load | tool | ok | achieved req/s | TTFT err p50 ms | TTFT err p99 ms | lag p50 ms | lag p99 ms "
