@@ -224,7 +224,8 @@ def render_docs(result: dict) -> str:
              "TTFT − the server's own (first token written − request in), per request, joined on the response id "
              "(chatwire, GuideLLM) or `X-Request-ID` (AIPerf). Lag: chatwire sent − intended, GuideLLM "
              "request_start − targeted_start, AIPerf request_start − credit_issued (dispatch only: AIPerf exports no "
-             "intended time). CPU: the tool's whole process tree.", "",
+             "intended time). CPU: the tool's whole process tree, start-up included (GuideLLM imports PyTorch). Each tool "
+             "runs from its own venv in ~/.cache/chatwire-bench/<tool>, installed from PyPI.", "",
              "| load | tool | ok | achieved req/s | TTFT err p50 ms | TTFT err p99 ms | lag p50 ms | lag p99 ms "
              "| CPU s | CPU ms/request |", "|---|---|---|---|---|---|---|---|---|---|"]
 
