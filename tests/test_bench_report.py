@@ -90,6 +90,7 @@ def test_text_markdown_and_html_show_the_degraded_run_first(bench_out):
     assert section.count('data-degraded="yes"') == 1
     assert section.index("DEGRADED") < section.index("schedule constant")
     assert section.count('<table class="stats bench-stats">') == 2
+    assert start < page.index('<section id="summary"')  # the first section of the page
 
 
 def test_report_without_bench_rows_has_no_bench_key(tmp_path):

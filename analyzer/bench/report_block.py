@@ -204,9 +204,12 @@ def bench_html(bench: dict | None) -> str:
 
 
 def insert_html(page: str, bench: dict | None) -> str:
-    """``page`` with the bench section before its closing ``</body>`` (the page unchanged without one)."""
+    """``page`` with the bench section before its first section (a degraded run is seen first), else
+    before ``</body>``; the page unchanged without bench rows."""
     section = bench_html(bench)
     if not section:
         return page
-    at = page.rfind("</body>")
+    at = page.find("<section")
+    if at < 0:
+        at = page.rfind("</body>")
     return page[:at] + section + page[at:] if at >= 0 else page + section
