@@ -137,7 +137,10 @@ def free_port() -> int:
 def start_server(py: Path, model: Path, port: int, threads: int, log: Path) -> subprocess.Popen:
     cmd = [str(py), "-m", "llama_cpp.server", "--model", str(model), "--model_alias", "tiny-llama",
            "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(DIMS["n_ctx"]), "--n_threads", str(threads),
-           "--n_batch", "512"]
+           "--n_batch", "512",
+           # Its default cuts the stream in progress when another request comes in: with concurrency > 1
+           # every overlapped answer would be a cut stream. Queue them instead, as a serving engine does.
+           "--interrupt_requests", "False"]
     proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT)
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -178,9 +181,14 @@ def render_docs(result: dict) -> str:
              f"{m['load_end']:.1f} at the end. Date: {result['date']}. llama-cpp-python {result['engine_version']}, "
              f"{result['threads']} thread(s). Model: a random LLaMA written with `gguf` "
              f"({', '.join(f'{k} {v}' for k, v in DIMS.items())}, byte-level vocabulary of 259 tokens, F32). "
-             f"Workload: `{result['capture']}` ({result['requests_per_run']} requests), `--schedule concurrency`, "
+             f"Workload: `{result['capture']}` × {result['clone']} clones ({result['requests_per_run']} requests), "
+             "`--schedule concurrency`, "
              "answer lengths held with `max_tokens`.",
-             f"Command: `{result['command']}`.", "",
+             f"Command: `{result['command']}`. The server runs with `--interrupt_requests False` (its default "
+             "cuts the answer in progress when another request arrives: every overlapped stream would be cut); "
+             "llama-cpp-python serves one request at a time, so TTFT past concurrency 1 is queue time. The figures "
+             "are llama.cpp's on this CPU with a toy model: what `analyze bench` sees of a real queueing engine, "
+             "not a model's speed.", "",
              "| concurrency | ok | req/s | output tok/s | TTFT p50 ms | TTFT p99 ms | TPOT p50 ms | E2E p50 ms "
              "| lag p99 ms | degraded |", "|---|---|---|---|---|---|---|---|---|---|"]
     for row in result["runs"]:
@@ -209,13 +217,16 @@ def main() -> None:
     ap.add_argument("--capture", type=Path, default=ROOT / "captures" / "sample.parquet")
     ap.add_argument("--concurrency", default="1,2,4")
     ap.add_argument("--threads", type=int, default=1, help="llama.cpp threads")
+    ap.add_argument("--clone", type=int, default=10, help="copies of each captured session (more requests per run)")
     ap.add_argument("--python", default=shutil.which("python3") or sys.executable,
                     help="interpreter for the engine's venv (created once)")
+    ap.add_argument("--engine-python", default=None, metavar="PATH",
+                    help="an interpreter that already has llama_cpp.server and gguf (skips the install)")
     ap.add_argument("--bench-arg", action="append", default=[], help="extra argument for analyze bench")
     ap.add_argument("-o", "--output", type=Path, default=None)
     ap.add_argument("--docs", type=Path, default=None)
     args = ap.parse_args()
-    py = install(args.python)
+    py = Path(args.engine_python) if args.engine_python else install(args.python)
     tmp = Path(tempfile.mkdtemp(prefix="llama-target-"))
     model = tmp / "tiny-llama.gguf"
     subprocess.run([str(py), __file__, "--write-model", str(model)], check=True)
@@ -225,12 +236,13 @@ def main() -> None:
     result = {"date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
               "command": " ".join(["bench/llama_cpp_target.py", *sys.argv[1:]]),
               "machine": {"cores": os.cpu_count(), "platform": platform.platform(), "load_start": os.getloadavg()[0]},
-              "engine_version": version, "threads": args.threads, "capture": str(args.capture.relative_to(ROOT))
+              "engine_version": version, "threads": args.threads, "clone": args.clone, "capture": str(args.capture.relative_to(ROOT))
               if args.capture.is_relative_to(ROOT) else str(args.capture), "runs": []}
     server = start_server(py, model, port, args.threads, tmp / "server.log")
     try:
         for c in [int(x) for x in args.concurrency.split(",") if x]:
-            summary = run_bench(args.capture, port, tmp / f"out-{c}.parquet", c, args.bench_arg)
+            summary = run_bench(args.capture, port, tmp / f"out-{c}.parquet", c,
+                                ["--clone", str(args.clone), *args.bench_arg])
             result["requests_per_run"] = summary["requests"]["total"]
             result["runs"].append({"concurrency": c, "summary": summary})
             print(f"concurrency {c}: {summary['requests']['ok']}/{summary['requests']['total']} ok, "
