@@ -95,6 +95,12 @@ def test_phases_leave_out_warmup_and_cooldown():
         "warmup", "steady", "steady", "steady", "cooldown", "cooldown"]
 
 
+def test_no_warmup_means_no_request_is_one():
+    # A concurrency worker's first send can be meant a fraction of a millisecond before the run's
+    # start (asyncio's timer wakes early): without --warmup it is steady all the same.
+    assert phase(-0.0004, 10.0, Knobs(schedule="concurrency", concurrency=2)) == "steady"
+
+
 def test_knobs_refuse_what_cannot_run():
     with pytest.raises(ValueError, match="needs --rate"):
         Knobs(schedule="poisson")
