@@ -380,6 +380,9 @@ TABLES: dict[str, pa.Schema] = {
         ("error", STR),
         ("error_kind", STR),
         ("slo_ok", BOOL),
+        ("output_tokens_source", STR),
+        ("recorded_tokens", I64),
+        ("recorded_tokens_source", STR),
     ),
     # One row per metric data point the page reports: Segment's /v1/m series, /ces/statsc/flush
     # counters and histograms, OpenTelemetry (OTLP/HTTP, JSON or protobuf) metrics.

@@ -53,7 +53,10 @@ def serve(port: int) -> None:
         # The model name carries the behaviour: "tokens=<n>,gap=<ms>".
         spec = dict(p.split("=") for p in str(body.get("model", "")).split(",") if "=" in p)
         tokens, gap = int(spec.get("tokens", 8)), float(spec.get("gap", 0)) / 1000
-        entry = {"id": rid, "received_at": received, "first_token_at": None, "token_at": []}
+        prompt = next((m.get("content") for m in reversed(body.get("messages") or []) if m.get("role") == "user"), None)
+        # The ids a peer tool can be joined on: AIPerf's X-Request-ID header, the prompt text.
+        entry = {"id": rid, "received_at": received, "first_token_at": None, "token_at": [],
+                 "x_request_id": request.headers.get("x-request-id"), "prompt": prompt if isinstance(prompt, str) else None}
         log.append(entry)
         resp = web.StreamResponse(headers={"content-type": "text/event-stream"})
         await resp.prepare(request)

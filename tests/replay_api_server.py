@@ -49,6 +49,7 @@ class ApiTestServer:
     slots: int = 2
     per_token_ms: float = 10.0
     queue_tokens: int = 8
+    send_usage: bool = True  # False: never a usage chunk, even when asked (servers that do not send one)
     requests: list[dict] = field(default_factory=list)
     send_log: list[dict] = field(default_factory=list)
     schedules: dict[str, list[float]] = field(default_factory=dict)  # response id -> send offsets (ms)
@@ -82,7 +83,7 @@ class ApiTestServer:
         n_call = len(self.requests)
         response_id = f"chatcmpl-test{n_call}"
         words = answer_words(question, n_call)
-        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        include_usage = self.send_usage and bool((body.get("stream_options") or {}).get("include_usage"))
 
         def chunk(delta: dict, finish: str | None = None, usage: dict | None = None, choices: bool = True) -> bytes:
             obj = {"id": response_id, "object": "chat.completion.chunk", "created": int(time.time()),

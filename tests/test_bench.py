@@ -195,9 +195,11 @@ def test_session_schedule_waits_for_the_answer_plus_the_think_time(web_capture, 
     # Captured context: the third turn carries the web app's first two answers.
     sent = [r["body"]["messages"] for r in server.requests]
     assert sent[2][-2:] == [{"role": "assistant", "content": "Rome."}, {"role": "user", "content": "And of Germany?"}]
-    # The recorded answer length is held with max_tokens: no beacon, so the text events the factory
-    # cut each answer into ("Paris." 3 pieces of 2 chars, "Rome." 5 of 1, "Berlin." 4 of 2).
-    assert [r["body"]["max_tokens"] for r in server.requests] == [3, 5, 4]
+    # The recorded answer length is held with max_tokens: no usage, no beacon, so the answer text's
+    # o200k tokens ("Paris" + ".", "Rome" + ".", "Berlin" + ".": 2 each), not the text events the
+    # factory cut each answer into (3, 5 and 4 of them).
+    assert [r["body"]["max_tokens"] for r in server.requests] == [2, 2, 2]
+    assert set(rows["recorded_tokens_source"]) == {"tokenizer"}
     assert summary["goodput"]["conversations_met"] == 1
     vs = summary["versus_capture"]
     assert [t["captured"]["ttft_ms"] for t in vs["turns"]] == [800.0, 600.0, 900.0]
@@ -215,15 +217,18 @@ def test_live_context_sends_the_servers_answers(web_capture, server, tmp_path):
                             "--context", "live", "--hold-length", "--model", "m")
     assert code == 0, stdout
     bodies = [r["body"] for r in server.requests]
-    assert bodies[1]["messages"][1] == {"role": "assistant", "content": " t0 t1 t2"}
-    # Context drift, by hand: turn 2 sends "What is the capital of France?" (30) + " t0 t1 t2" (9) +
-    # "And of Italy?" (13) = 52 characters where the capture had 30 + "Paris." (6) + 13 = 49.
+    assert bodies[1]["messages"][1] == {"role": "assistant", "content": " t0 t1"}
+    # Context drift, by hand (answers held at their 2 recorded tokens, " t0 t1": 6 characters):
+    # turn 2 sends "What is the capital of France?" (30) + " t0 t1" (6) + "And of Italy?" (13) = 49
+    # characters, as many as the capture's 30 + "Paris." (6) + 13; turn 3 adds " t0 t1" (6) +
+    # "And of Germany?" (15): 70 where the capture had 49 + "Rome." (5) + 15 = 69.
     rows = requests_table(out)
     assert len(rows) == 3
     summary_drift = json.loads(load_capture(out).table("bench_runs")["summary"].iloc[0])["context_drift_pct"]
-    assert summary_drift["n"] == 3 and summary_drift["min"] == 0.0  # turn 1 has no history
-    assert (52 - 49) / 49 * 100 in [pytest.approx(v) for v in (summary_drift["p50"], summary_drift["max"])]
-    assert bodies[0]["min_tokens"] == 3 and bodies[0]["ignore_eos"] is True
+    assert summary_drift["n"] == 3 and summary_drift["min"] == 0.0  # turn 1 has no history, turn 2 none either
+    assert summary_drift["p50"] == 0.0
+    assert summary_drift["max"] == pytest.approx((70 - 69) / 69 * 100)
+    assert bodies[0]["min_tokens"] == 2 and bodies[0]["ignore_eos"] is True
 
 
 # ---------------------------------------------------------------- results, secrets, errors
@@ -324,9 +329,10 @@ def test_export_trace_writes_the_workload_and_sends_nothing(web_capture, tmp_pat
     result = CliRunner().invoke(main, ["bench", str(web_capture), "--export-trace", "mooncake", str(path)])
     assert result.exit_code == 0, result.output
     records = [json.loads(line) for line in path.read_text().splitlines()]
-    # conv-r's three turns, at T0, T0+120 s and T0+180 s, with their recorded answer lengths.
+    # conv-r's three turns, at T0, T0+120 s and T0+180 s, with their recorded answer lengths (the
+    # answers' o200k tokens: a word and ".", 2 each).
     assert [r["timestamp"] for r in records] == [0, 120_000, 180_000]
-    assert [r["output_length"] for r in records] == [3, 5, 4]
+    assert [r["output_length"] for r in records] == [2, 2, 2]
     assert "wrote 3 request(s) of 1 session(s) as a trace in mooncake format" in result.stderr
     path = tmp_path / "aiperf.jsonl"
     result = CliRunner().invoke(main, ["bench", str(web_capture), "--export-trace", "aiperf", str(path)])

@@ -95,6 +95,12 @@ def test_phases_leave_out_warmup_and_cooldown():
         "warmup", "steady", "steady", "steady", "cooldown", "cooldown"]
 
 
+def test_no_warmup_means_no_request_is_one():
+    # A concurrency worker's first send can be meant a fraction of a millisecond before the run's
+    # start (asyncio's timer wakes early): without --warmup it is steady all the same.
+    assert phase(-0.0004, 10.0, Knobs(schedule="concurrency", concurrency=2)) == "steady"
+
+
 def test_knobs_refuse_what_cannot_run():
     with pytest.raises(ValueError, match="needs --rate"):
         Knobs(schedule="poisson")
@@ -119,12 +125,13 @@ def test_api_calls_that_resend_the_history_are_one_session():
     calls = [
         _call("c2", T + 30, [sys_m, u1, a1, u2], "fine"),
         _call("c1", T, [sys_m, u1], "hello"),
-        _call("c3", T + 5, [{"role": "user", "content": [{"type": "text", "text": "other"}]}], "x",
+        _call("c3", T + 5, [{"role": "user", "content": [{"type": "text", "text": "other"}]}], "hello world",
               completion_tokens=None, n_text_events=4),
+        _call("c4", T + 6, [{"role": "user", "content": "no text kept"}], None, completion_tokens=None, n_text_events=4),
     ]
     sessions = api_sessions(calls, {"c1": 40.0})
-    assert [s.session_id for s in sessions] == ["api:c1", "api:c3"]
-    first, other = sessions
+    assert [s.session_id for s in sessions] == ["api:c1", "api:c3", "api:c4"]
+    first, other, textless = sessions
     assert [t.source_flow_id for t in first.turns] == ["c1", "c2"]
     assert [t.turn_index for t in first.turns] == [1, 2]
     # think = c2's send − (c1's send + its 1.2 s answer)
@@ -133,7 +140,10 @@ def test_api_calls_that_resend_the_history_are_one_session():
     assert first.turns[1].prefix == [sys_m] and first.turns[1].user_text == "how are you?"
     assert (first.turns[0].answer_tokens, first.turns[0].tokens_source) == (11, "usage")
     assert first.turns[0].captured == {"ttft_ms": 200.0, "e2e_ms": 1200.0, "itl_p50_ms": 40.0, "tpot_ms": 100.0}
-    assert (other.turns[0].answer_tokens, other.turns[0].tokens_source) == (4, "text_events")
+    # Without usage the answer text is counted: "hello world" is 2 o200k tokens (ids 24912, 2375),
+    # whatever the number of text events; without text, the text events are the length.
+    assert (other.turns[0].answer_tokens, other.turns[0].tokens_source) == (2, "tokenizer")
+    assert (textless.turns[0].answer_tokens, textless.turns[0].tokens_source) == (4, "text_events")
     assert other.turns[0].messages == [{"role": "user", "content": "other"}]
 
 

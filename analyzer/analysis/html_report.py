@@ -586,7 +586,11 @@ def _render(capture: Capture, metrics: Metrics, report: dict | None, *, raster_n
                    "scatter_points": charts.SCATTER_POINTS, "conversations_n": conversations_n,
                    "max_message_chars": MAX_MESSAGE_CHARS, "top_n": top_n},
     }
-    return _env().get_template("report.html.j2").render(**context)
+    page = _env().get_template("report.html.j2").render(**context)
+    # analyze bench runs: their own section, only when the capture has bench rows.
+    from analyzer.bench.report_block import insert_html
+
+    return insert_html(page, report.get("bench"))
 
 
 __all__ = ["render_html"]

@@ -370,6 +370,10 @@ def report_blocks(report: dict) -> list[Block]:
     span = format_span(cap["first_at"], cap["last_at"])
     out.append(Para(f"{_plural(cap['flows'], 'flow')} from {_when(cap['first_at'])} to {_when(cap['last_at'])} UTC"
                     + (f" ({span})" if span else "") + f"; {_plural(cap['errors'], 'extraction error')}."))
+    # analyze bench runs first when there are any: a degraded run must be seen before its latency.
+    from analyzer.bench.report_block import bench_blocks
+
+    out += bench_blocks(report.get("bench"))
     out += _latency_blocks(report["latency"])
     out += _capture_blocks(cap, report["conversations"])
     out += _telemetry_blocks(report["telemetry"])

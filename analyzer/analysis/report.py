@@ -38,7 +38,9 @@ def report_columns() -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     codex_columns = {"api_calls": codex.CALL_COLUMNS, "rate_limits": codex.LIMIT_COLUMNS,
                      "codex_analytics_events": codex.EVENT_COLUMNS}
-    for spec in (COLUMNS, latency.COLUMNS, telemetry.COLUMNS, server_timing.COLUMNS, codex_columns):
+    from analyzer.bench.report_block import COLUMNS as bench_columns  # the bench section (analyze bench runs)
+
+    for spec in (COLUMNS, latency.COLUMNS, telemetry.COLUMNS, server_timing.COLUMNS, codex_columns, bench_columns):
         for table, cols in spec.items():
             out.setdefault(table, [])
             out[table] += [c for c in cols if c not in out[table]]
@@ -152,6 +154,11 @@ def build_report(capture: Capture, metrics: Metrics | None = None, *, engine: st
     finally:
         if own:
             m.close()
+    # analyze bench runs: the key is there only when the capture has bench rows (docs/report.md).
+    from analyzer.bench.report_block import bench_block
+
+    if (bench := bench_block(capture)) is not None:
+        report["bench"] = bench
     return _clean(report)
 
 

@@ -49,6 +49,8 @@ class RequestSpec:
     hold_length: bool = False  # also min_tokens = max_tokens and ignore_eos (vLLM, SGLang, TGI take them)
     context_tokens: int | None = None
     captured_context_chars: int | None = None
+    recorded_tokens: int | None = None  # the workload's answer length (max_tokens unless --no-max-tokens)
+    recorded_tokens_source: str | None = None  # where it came from (workload.BenchTurn.tokens_source)
 
 
 @dataclass
@@ -155,7 +157,8 @@ class LoadGenerator:
                             turn_index=spec.turn_index, intended_at=spec.intended_at,
                             context_tokens=spec.context_tokens,
                             context_chars=sum(len(m.get("content") or "") for m in spec.messages),
-                            captured_context_chars=spec.captured_context_chars)
+                            captured_context_chars=spec.captured_context_chars,
+                            recorded_tokens=spec.recorded_tokens, recorded_tokens_source=spec.recorded_tokens_source)
         body = request_body(spec)
         result = Result(rec, url=self.url, body=body)
         sent: list[float] = []
@@ -235,6 +238,7 @@ class LoadGenerator:
                 rec.sent_at = asked_at
             if usage:
                 rec.output_tokens = usage.get("completion_tokens")
+                rec.output_tokens_source = "usage" if rec.output_tokens is not None else None
                 rec.prompt_tokens = usage.get("prompt_tokens")
                 if rec.prompt_tokens:
                     rec.context_tokens = rec.prompt_tokens

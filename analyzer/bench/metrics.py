@@ -41,7 +41,10 @@ class RequestRecord:
     ended_at: float | None = None
     token_times: list[float] = field(default_factory=list)
     visible_times: list[float] = field(default_factory=list)
-    output_tokens: int | None = None  # usage, else the number of output chunks
+    output_tokens: int | None = None  # usage, else the answer's tokenizer count (``output_tokens_source``)
+    output_tokens_source: str | None = None  # usage | tokenizer; None: ``tokens`` counts output chunks
+    recorded_tokens: int | None = None  # the workload's answer length for this turn (sent as max_tokens)
+    recorded_tokens_source: str | None = None  # usage | beacon | tokenizer | text_events | chars
     prompt_tokens: int | None = None
     context_tokens: int | None = None  # usage's prompt tokens, else the workload's estimate
     status_code: int | None = None
@@ -90,6 +93,11 @@ class RequestRecord:
     @property
     def tokens(self) -> int:
         return self.output_tokens if self.output_tokens is not None else len(self.token_times)
+
+    @property
+    def tokens_source(self) -> str:
+        """Where ``tokens`` comes from: ``usage``, ``tokenizer`` or ``chunks``."""
+        return self.output_tokens_source or ("chunks" if self.output_tokens is None else "usage")
 
     @property
     def tpot_ms(self) -> float | None:

@@ -42,7 +42,10 @@ def request_row(rec: RequestRecord, slo: dict[str, float]) -> dict:
         "ended_at": rec.ended_at, "schedule_lag_ms": rec.schedule_lag_ms, "ttft_ms": rec.ttft_ms,
         "ttft_from_intended_ms": rec.ttft_from_intended_ms, "ttfv_ms": rec.ttfv_ms, "tpot_ms": rec.tpot_ms,
         "e2e_ms": rec.e2e_ms, "e2e_from_intended_ms": rec.e2e_from_intended_ms,
-        "output_tokens": rec.tokens if rec.ok else rec.output_tokens, "prompt_tokens": rec.prompt_tokens,
+        "output_tokens": rec.tokens if rec.ok else rec.output_tokens,
+        "output_tokens_source": rec.tokens_source if rec.ok or rec.output_tokens is not None else None,
+        "recorded_tokens": rec.recorded_tokens, "recorded_tokens_source": rec.recorded_tokens_source,
+        "prompt_tokens": rec.prompt_tokens,
         "context_tokens": rec.context_tokens, "status_code": rec.status_code, "ok": rec.ok, "error": rec.error,
         "error_kind": rec.error_kind, "slo_ok": slo_ok(rec, slo),
     }

@@ -56,6 +56,7 @@ class Run:
             model=self.model or turn.model or "default", intended_at=intended_at,
             max_tokens=turn.answer_tokens if self.max_tokens else None, hold_length=self.hold_length,
             context_tokens=context_tokens, captured_context_chars=turn.context_chars,
+            recorded_tokens=turn.answer_tokens, recorded_tokens_source=turn.tokens_source,
         )
 
     async def _send(self, spec: RequestSpec) -> Result:

@@ -125,7 +125,9 @@ def arrival_offsets(n: int, kind: str, rate: float, seed: int = 0) -> list[float
 def phase(intended_offset_s: float, last_offset_s: float, knobs: Knobs) -> str:
     """``warmup`` for requests meant in the first ``warmup_s``, ``cooldown`` in the last ``cooldown_s``
     before the last intended send, else ``steady``: only steady requests enter the statistics."""
-    if intended_offset_s < knobs.warmup_s:
+    # Without a warm-up nothing is one, not even a request meant a hair before the start (a closed-loop
+    # worker's first send after an asyncio timer that woke early).
+    if knobs.warmup_s > 0 and intended_offset_s < knobs.warmup_s:
         return "warmup"
     if knobs.cooldown_s > 0 and intended_offset_s > last_offset_s - knobs.cooldown_s:
         return "cooldown"

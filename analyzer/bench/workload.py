@@ -8,8 +8,9 @@ and that call's answer continues that call's session.
 Per turn: the recorded send time, the think time before it (this turn's send − the previous answer's
 last event, never negative), the recorded answer length in tokens and the captured timing. The answer
 length comes from ``usage`` (API calls), else the latency beacon's ``count_tokens`` (web turns), else
-the number of text events; without any of these, ``len(text) / 4`` (no tokenizer ships its vocabulary
-in this project's dependencies; ``tokens_source`` says which one).
+the recorded answer text counted with the shipped ``o200k_base`` vocabulary (``analyzer.bench.tokenizer``),
+else (no text) the number of text events, else (no tokenizer) ``len(text) / 4``; ``tokens_source``
+says which one.
 
 The builders take plain values (rows, plans) and do no I/O; ``load_workload`` is the thin part that
 reads a capture.
@@ -42,7 +43,7 @@ class BenchTurn:
     answer_end_at: float | None = None  # recorded last event of the answer
     think_s: float | None = None  # recorded send − previous answer's end
     answer_tokens: int | None = None
-    tokens_source: str | None = None  # usage | beacon | text_events | chars
+    tokens_source: str | None = None  # usage | beacon | tokenizer | text_events | chars
     answer_text: str | None = None
     model: str | None = None
     captured: dict[str, float | None] = field(default_factory=dict)  # ttft_ms, e2e_ms, itl_p50_ms, tpot_ms
@@ -70,6 +71,20 @@ class Session:
 
 def estimate_tokens(text: str | None) -> int | None:
     return None if not text else max(1, math.ceil(len(text) / CHARS_PER_TOKEN))
+
+
+def answer_length(text: str | None, n_text_events: float | None) -> tuple[int | None, str | None]:
+    """The answer length without usage or beacon: the text's token count, else the number of text
+    events, else characters / 4; with its source (``tokenizer`` | ``text_events`` | ``chars``)."""
+    from analyzer.bench.tokenizer import SOURCE, count_tokens
+
+    n = count_tokens(text)
+    if n:
+        return n, SOURCE
+    if n_text_events:
+        return int(round(n_text_events)), "text_events"
+    n = estimate_tokens(text)
+    return (n, "chars") if n else (None, None)
 
 
 def fill_think_times(turns: Sequence[BenchTurn]) -> None:
@@ -102,8 +117,8 @@ def web_session(conversation_id: str, plans: Sequence[Any], times: dict[str, dic
         ttft = _finite(web.ttft_ms)
         tokens = _finite(web.tokens)
         source = timing.get("token_source") if tokens else None
-        if not tokens:
-            tokens, source = estimate_tokens(web.text), "chars" if web.text else None
+        if source != "beacon":  # text events are a proxy: the text's own token count comes first
+            tokens, source = answer_length(web.text, tokens)
         tpot = None
         if tokens and tokens > 1 and e2e is not None and ttft is not None:
             tpot = (e2e - ttft) / (tokens - 1)
@@ -185,9 +200,7 @@ def api_sessions(calls: Iterable[dict], itl_p50: dict[str, float] | None = None)
         tokens = _finite(call.get("completion_tokens"))
         source = "usage" if tokens else None
         if not tokens:
-            n_text = _finite(call.get("n_text_events"))
-            tokens, source = (n_text, "text_events") if n_text else (estimate_tokens(call.get("response_text")), "chars")
-            source = source if tokens else None
+            tokens, source = answer_length(call.get("response_text"), _finite(call.get("n_text_events")))
         session = open_ends.pop(_key(messages[:-1]), None)
         if session is None:
             session = Session(f"api:{call['flow_id']}", "api", [])

@@ -203,6 +203,7 @@ def _run(workload, knobs, *, base_url, api_key, model, context, hold_length, max
     from analyzer.bench.metrics import summarize
     from analyzer.bench.results import RowSink, request_row, run_row
     from analyzer.bench.runner import Run
+    from analyzer.bench.tokenizer import fill_output_tokens
     from analyzer.store import CaptureWriter
 
     run_id = str(uuid.uuid4())
@@ -241,6 +242,7 @@ def _run(workload, knobs, *, base_url, api_key, model, context, hold_length, max
             bar.__exit__(None, None, None)
         run.mark_phases()
         records = sorted(run.records, key=lambda r: r.intended_at)
+        fill_output_tokens(records)  # answers without usage: counted now, not during the run
         summary = summarize(records, slo=slos, lag_bound_ms=lag_bound_ms, captured=captured,
                             started_at=run.started_at)
         summary = {"run_id": run_id, "interrupted": interrupted, "models": models, **summary}
