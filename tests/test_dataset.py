@@ -162,7 +162,8 @@ def test_two_captures_under_a_root_and_a_glob_read_as_one(campaign):
     assert json.loads(report.output)["capture"]["flows"] == expected["flows"]
 
 
-@pytest.mark.parametrize("command", [["conversations"], ["privacy"], ["report", "-f", "html"], ["tables"]])
+@pytest.mark.parametrize("command", [["conversations"], ["privacy"], ["report", "-f", "html"], ["tables"],
+                                     ["export", "otel"]])
 def test_commands_take_a_dataset_root_and_a_glob(campaign, command):
     for spelling in [str(campaign["root"]), f"{campaign['root']}/**/*.parquet"]:
         result = CliRunner().invoke(main, [*command, spelling])

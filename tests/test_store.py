@@ -196,6 +196,30 @@ def test_compaction_interrupted_by_a_crash_counts_rows_once_and_is_finished_on_o
     assert sorted(load_capture(path).table("flows").flow_id) == ["f0", "f1", "f2"]
 
 
+def test_a_compaction_interrupted_in_a_date_partition_counts_rows_once_and_is_finished_on_open(tmp_path):
+    import json as _json
+
+    from analyzer.store.compact import visible_parts
+
+    path = tmp_path / "c.parquet"
+    day = 1793491200.0  # 2026-11-01 UTC (not the day the test runs: its empty parts are elsewhere)
+    for i in range(3):
+        with CaptureWriter(path, partition="date") as writer:
+            writer.add({"flows": [{"flow_id": f"f{i}", "kind": "api", "started_at": day + i}]}, at=day + i)
+    flows = path / "flows" / "date=2026-11-01"
+    sources = [p.name for p in visible_parts(flows)]
+    assert len(sources) == 3
+    table = pa.concat_tables([pq.read_table(flows / s, schema=TABLES["flows"]) for s in sources])
+    pq.write_table(table, flows / "part-9999999999999-compact-deadbeef.parquet")
+    (flows / ".compact-deadbeef.json").write_text(_json.dumps(
+        {"merged": "part-9999999999999-compact-deadbeef.parquet", "sources": sources}))
+    assert sorted(load_capture(path).table("flows").flow_id) == ["f0", "f1", "f2"]
+    CaptureWriter(path, partition="date").close()  # opening the capture finishes the job
+    assert [p.name for p in visible_parts(flows)] == ["part-9999999999999-compact-deadbeef.parquet"]
+    assert not list(flows.glob(".compact-*"))
+    assert sorted(load_capture(path).table("flows").flow_id) == ["f0", "f1", "f2"]
+
+
 def test_analyze_compact_command(tmp_path):
     from click.testing import CliRunner
 
