@@ -4,7 +4,9 @@ Each example is the code block after a ``<!-- docs-query: NAME -->`` marker. ``m
 writes the dataset the examples expect (two vantage points, date-partitioned, through chatwire's
 own ``CaptureWriter``) with hand-picked TTFTs, so every number checked below is worked out by hand
 here, not by chatwire. The Spark example is extracted the same way (``doc_query("spark")``) and
-run by the Spark tests.
+run by the Spark tests: it defines ``ttft_p50`` (rows model, n, ttft_p50_ms, as
+``TTFT_P50_FROM_DEC_1``) and ``events_per_capture`` (rows capture_id, events, label, as
+``EVENTS_PER_LABEL``) on ``make_campaign``'s dataset, run from its directory.
 """
 
 from __future__ import annotations
@@ -25,6 +27,12 @@ FRA_TURNS = [("gpt-a", 100.0, "2026-12-01"), ("gpt-a", 300.0, "2026-12-01"), ("g
              ("gpt-a", 5000.0, "2026-11-30")]
 IAD_TURNS = [("gpt-a", 200.0, "2026-12-01"), ("gpt-b", 60.0, "2026-12-01"), ("gpt-b", 80.0, "2026-12-01")]
 FRA_EVENTS_PER_TURN, IAD_EVENTS_PER_TURN = 3, 2
+# Worked by hand from the turns above (numpy's linear percentile; the examples' own names):
+# from 1 December, every vantage point: gpt-a 100, 300, 200 -> 200; gpt-b 40, 60, 80 -> 60.
+TTFT_P50_FROM_DEC_1 = {"gpt-a": (3, 200.0), "gpt-b": (3, 60.0)}  # model -> (n, p50 ms)
+# fra alone, every day: gpt-a 100, 300, 5000 -> 300; gpt-b 40.
+FRA_TTFT_P50 = {"gpt-a": 300.0, "gpt-b": 40.0}
+EVENTS_PER_LABEL = {"fra": 4 * FRA_EVENTS_PER_TURN, "iad": 3 * IAD_EVENTS_PER_TURN}  # 12, 6
 
 
 def doc_query(name: str, text: str | None = None) -> tuple[str, str]:
@@ -79,11 +87,10 @@ def test_pandas_example(campaign):
     assert lang == "python"
     scope: dict = {}
     exec(compile(code, "docs/schema.md:pandas", "exec"), scope)
-    # fra over all days: gpt-a 100, 300, 5000 -> 300; gpt-b 40
-    assert scope["ttft_p50"].to_dict() == {"gpt-a": 300.0, "gpt-b": 40.0}
+    assert scope["ttft_p50"].to_dict() == FRA_TTFT_P50
     per_capture = scope["events_per_capture"]
-    assert per_capture.loc[campaign["fra"]].tolist() == [12, "fra"]
-    assert per_capture.loc[campaign["iad"]].tolist() == [6, "iad"]
+    assert per_capture.loc[campaign["fra"]].tolist() == [EVENTS_PER_LABEL["fra"], "fra"]
+    assert per_capture.loc[campaign["iad"]].tolist() == [EVENTS_PER_LABEL["iad"], "iad"]
     assert len(per_capture) == 2
 
 
@@ -94,7 +101,7 @@ def test_pyarrow_example(campaign):
     exec(compile(code, "docs/schema.md:pyarrow", "exec"), scope)
     counts = dict(zip(*scope["events_per_capture_on_day"].to_pydict().values(), strict=True))
     assert counts == {campaign["fra"]: 3 * FRA_EVENTS_PER_TURN, campaign["iad"]: 3 * IAD_EVENTS_PER_TURN}
-    assert scope["ttft_p50"] == {"gpt-a": 300.0, "gpt-b": 40.0}
+    assert scope["ttft_p50"] == FRA_TTFT_P50
 
 
 def test_duckdb_example(campaign):
@@ -103,9 +110,8 @@ def test_duckdb_example(campaign):
     statements = [s.strip() for s in code.split(";") if s.strip()]
     assert len(statements) == 2
     con = duckdb.connect()
-    # from 1 December: gpt-a 100, 300, 200 -> 200; gpt-b 40, 60, 80 -> 60
-    assert con.execute(statements[0]).fetchall() == [("gpt-a", 3, 200.0), ("gpt-b", 3, 60.0)]
-    assert con.execute(statements[1]).fetchall() == [(campaign["fra"], "fra", 12), (campaign["iad"], "iad", 6)]
+    assert con.execute(statements[0]).fetchall() == [(m, n, p50) for m, (n, p50) in TTFT_P50_FROM_DEC_1.items()]
+    assert con.execute(statements[1]).fetchall() == [(campaign[label], label, n) for label, n in EVENTS_PER_LABEL.items()]
 
 
 def test_every_marked_block_is_found():
