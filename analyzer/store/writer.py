@@ -162,6 +162,7 @@ class CaptureWriter:
         self.capture_id = capture_id or new_capture_id(self.label, self.started_at)
         self._open_parts: dict[tuple[str, str | None], tuple[pq.ParquetWriter, BinaryIO, Path, Path]] = {}
         init_capture(self.path, mode, partition_dir(partition, self.started_at))
+        self._warn_on_mixed_layout()
         self._pending: dict[tuple[str, str | None], list[dict]] = {}
         self._n_pending = 0
         self._lock = threading.Lock()
@@ -183,6 +184,22 @@ class CaptureWriter:
         if flush_ms:
             self._thread = threading.Thread(target=self._run, name="chatwire-writer", daemon=True)
             self._thread.start()
+
+    def _warn_on_mixed_layout(self) -> None:
+        """One warning when this writer's layout differs from the capture's (looked at in ``flows``):
+        chatwire reads a mix, DuckDB's hive_partitioning and Spark refuse it."""
+        flows = self.path / "flows"
+        try:
+            entries = list(os.scandir(flows))
+        except OSError:
+            return
+        partitioned = any("=" in e.name and e.is_dir() for e in entries)
+        flat = any(e.name.endswith(".parquet") and not e.name.startswith(".") and e.name != EMPTY_PART for e in entries)
+        if (self.partitioning == "none" and partitioned) or (self.partitioning != "none" and flat):
+            log.warning("chatwire: %s already holds %s parts and this run writes %s ones: chatwire reads both, "
+                        "but DuckDB (hive_partitioning) and Spark refuse a capture that mixes them",
+                        self.path, "date-partitioned" if partitioned else "unpartitioned",
+                        "unpartitioned" if self.partitioning == "none" else "date-partitioned")
 
     def run_row(self, ended_at: float | None) -> dict:
         """This run's ``captures`` row."""
