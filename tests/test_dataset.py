@@ -293,3 +293,14 @@ def test_a_capture_read_by_pyarrow_with_hive_partitions(campaign):
     assert turns.num_rows == len(cap.table("conversation_turns"))
     days = {_utc_day(t) for t in cap.table("conversation_turns")["started_at"]}
     assert set(turns.column("date").to_pylist()) == days
+
+
+def test_a_bad_capture_partition_stops_mitmdump_with_one_clear_line(tmp_path):
+    mitmdump = Path(sys.executable).parent / "mitmdump"
+    proc = subprocess.run([str(mitmdump), "-q", "--listen-port", "0", "--set", f"confdir={tmp_path}", "-s", str(ADDON),
+                           "--set", f"capture_path={tmp_path / 'c.parquet'}", "--set", "capture_partition=hourly"],
+                          capture_output=True, text=True, timeout=60)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "Traceback" not in out
+    assert "capture_partition must be one of none, date, not 'hourly'" in out
+    assert not (tmp_path / "c.parquet").exists()
