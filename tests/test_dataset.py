@@ -170,6 +170,18 @@ def test_commands_take_a_dataset_root_and_a_glob(campaign, command):
         assert result.exit_code == 0, (command, spelling, result.output)
 
 
+def test_a_dataset_root_follows_symlinks_once_and_skips_hidden_dirs(campaign, tmp_path):
+    root = tmp_path / "linked"
+    (root / "vantage").mkdir(parents=True)
+    (root / "vantage" / "fra").symlink_to(campaign["fra"], target_is_directory=True)
+    (root / "vantage" / "loop").symlink_to(root, target_is_directory=True)  # a cycle: visited once
+    (root / ".day.parquet.import-1234").mkdir()  # an import in progress: hidden, skipped
+    (root / ".day.parquet.import-1234" / "flows").mkdir()
+    cap = load_capture(root)
+    assert cap.paths == (root / "vantage" / "fra",)
+    assert cap.counts() == load_capture(campaign["fra"]).counts()
+
+
 def test_a_glob_or_directory_with_no_capture_is_one_line(tmp_path):
     (tmp_path / "empty").mkdir()
     (tmp_path / "notes").mkdir()

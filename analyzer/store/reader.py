@@ -197,10 +197,16 @@ _GLOB_CHARS = frozenset("*?[")
 
 def find_captures(root: Path) -> list[Path]:
     """The captures at any depth under the dataset root ``root`` (not below a capture; hidden
-    directories, such as an import's staging directory, skipped), sorted."""
+    directories, such as an import's staging directory, skipped; symlinks followed), sorted."""
     found: list[Path] = []
-    for directory, subdirs, _files in os.walk(root):
+    seen: set[str] = set()  # symlinked directories are followed, each real directory once (no loops)
+    for directory, subdirs, _files in os.walk(root, followlinks=True):
         here = Path(directory)
+        real = os.path.realpath(directory)
+        if real in seen:
+            subdirs.clear()
+            continue
+        seen.add(real)
         if here != root and is_capture_dir(here):
             found.append(here)
             subdirs.clear()
