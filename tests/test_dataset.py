@@ -287,6 +287,14 @@ def test_many_writers_share_one_capture_directory(tmp_path):
     assert by_run == {runs.loc[label, "capture_id"]: n for label, n in n_rows.items()}
 
 
+def test_partition_values_of_part_paths():
+    from analyzer.store.reader import partition_values
+
+    assert partition_values("/d/fra.parquet/stream_events/date=2026-12-01/part-1.parquet") == {"date": "2026-12-01"}
+    assert partition_values("/d/date=x/fra.parquet/stream_events/part-1.parquet") == {}
+    assert partition_values("c/flows/date=2026-12-01/hour=08/p.parquet") == {"date": "2026-12-01", "hour": "08"}
+
+
 def test_capture_ids_are_unique_and_name_the_label_or_host():
     from analyzer.store.writer import new_capture_id
 

@@ -79,6 +79,20 @@ def _part_files(table_dir: Path) -> list[str]:
     return sorted(out)
 
 
+def partition_values(part: str | os.PathLike) -> dict[str, str]:
+    """The hive partition values in a part file's path (``{"date": "2026-12-01"}`` for
+    ``…/stream_events/date=2026-12-01/part-….parquet``; ``{}`` for an unpartitioned part): for an
+    engine that prunes by date, or that must know whether every part is partitioned before it
+    reads them with ``hive_partitioning`` (DuckDB refuses a mix)."""
+    values: dict[str, str] = {}
+    for name in reversed(Path(part).parent.parts):
+        if name in TABLES or "=" not in name:
+            break
+        key, _, value = name.partition("=")
+        values.setdefault(key, value)
+    return dict(reversed(values.items()))
+
+
 # A folder named ``captures`` alone (the repository's own captures/) does not make its parent a capture.
 _CAPTURE_MARKERS = tuple(name for name in TABLES if name != "captures")
 

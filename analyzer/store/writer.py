@@ -283,7 +283,7 @@ class CaptureWriter:
                 self.write_failure = None
             return written
 
-    def _hold(self, batch: dict[str, list[dict]], exc: OSError) -> None:
+    def _hold(self, batch: dict[tuple[str, str | None], list[dict]], exc: OSError) -> None:
         """Put the rows a failed flush could not write back in front of those added meanwhile."""
         with self._lock:
             for key, rows in batch.items():
