@@ -256,3 +256,18 @@ def test_a_capture_from_before_a_table_existed_reads_it_as_empty(tmp_path):
     shutil.rmtree(path / "flows")  # a first-format table missing: incomplete, one line naming it
     with pytest.raises(CaptureError, match="missing table.*flows"):
         load_capture(path)
+
+
+def test_a_run_compacted_while_it_writes_still_lists_once_with_its_end(tmp_path):
+    from analyzer.store.compact import compact_capture
+
+    path = tmp_path / "c.parquet"
+    writer = CaptureWriter(path, label="fra", source="live")
+    writer.add({"flows": [{"flow_id": "f0", "kind": "api"}]})
+    writer.flush()
+    compact_capture(path)  # `analyze compact` while the proxy runs: its start row is merged away
+    writer.close()
+    runs = load_capture(path).captures()
+    assert len(pd.read_parquet(path / "captures")) == 2  # the start row (merged) and the end row
+    assert runs["capture_id"].tolist() == [writer.capture_id] and runs["ended_at"].notna().all()
+    assert runs["label"].tolist() == ["fra"] and runs["path"].tolist() == [str(path)]
