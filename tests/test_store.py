@@ -271,3 +271,25 @@ def test_a_run_compacted_while_it_writes_still_lists_once_with_its_end(tmp_path)
     assert len(pd.read_parquet(path / "captures")) == 2  # the start row (merged) and the end row
     assert runs["capture_id"].tolist() == [writer.capture_id] and runs["ended_at"].notna().all()
     assert runs["label"].tolist() == ["fra"] and runs["path"].tolist() == [str(path)]
+
+
+def test_a_one_part_writer_over_many_days_keeps_its_open_files_bounded(tmp_path):
+    from analyzer.store.writer import MAX_OPEN_PARTS
+
+    path = tmp_path / "c.parquet"
+    day0 = 1767225600.0  # 2026-01-01 UTC
+    writer = CaptureWriter(path, one_part=True, partition="date", source="import")
+    most_open = 0
+    for day in range(100):
+        for table in ("flows", "stream_events"):
+            writer.add({table: [{"flow_id": f"d{day}", "seq": 0} if table == "stream_events" else {"flow_id": f"d{day}"}]},
+                       at=day0 + day * 86400 + 3600)
+        writer.flush()
+        most_open = max(most_open, len(writer._open_parts))
+    writer.close()
+    assert most_open <= MAX_OPEN_PARTS
+    cap = load_capture(path)
+    assert len(cap.table("flows")) == len(cap.table("stream_events")) == 100
+    days = sorted(p.name for p in (path / "flows").iterdir() if p.name.startswith("date=2026-0"))
+    assert len(days) == 100 and days[0] == "date=2026-01-01" and days[-1] == "date=2026-04-10"
+    assert not list(path.rglob(".*.tmp"))
