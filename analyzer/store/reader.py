@@ -299,4 +299,7 @@ def load_capture(paths: str | os.PathLike | Iterable[str | os.PathLike], *, requ
         resolved.extend(found)
     if not resolved:
         raise CaptureError("no capture given")
-    return Capture(tuple(dict.fromkeys(resolved)))
+    unique: dict[str, Path] = {}  # each capture once, however it was spelled (relative, absolute, linked)
+    for capture in resolved:
+        unique.setdefault(os.path.realpath(capture), capture)
+    return Capture(tuple(unique.values()))
