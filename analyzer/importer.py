@@ -30,14 +30,13 @@ from analyzer.recognise import recognise
 from analyzer.schema import TABLES
 from analyzer.sources import Source, SourceError, find_sources, iter_items
 from analyzer.sources.har import HAR_NAMESPACE, file_sha256
-from analyzer.store.files import describe_os_error
-from analyzer.store.writer import CaptureWriter, init_capture
+from analyzer.store.files import describe_os_error, make_dirs
+from analyzer.store.writer import EMPTY_PART, CaptureWriter, init_capture, partition_dir
 
 log = logging.getLogger(__name__)
 
 # Rows buffered before a flush: bounds memory on big imports (each flush writes one part per table).
 FLUSH_ROWS = 20_000
-EMPTY_PART = "part-00000000-empty.parquet"
 IMPORT_STAGE = "import"
 
 Progress = Callable[[int, int], None]
@@ -131,13 +130,16 @@ def might_be_ours(entry: dict) -> bool:
         return True
 
 
-def _move_parts_in(tmp: Path, target: Path, mode: int | None = None) -> None:
-    """Move the finished parts of ``tmp`` into the capture ``target``, ``flows`` last."""
-    init_capture(target, mode)  # a capture missing a table gets it (empty) first
+def _move_parts_in(tmp: Path, target: Path, mode: int | None = None, partition: str | None = None) -> None:
+    """Move the finished parts of ``tmp`` into the capture ``target``, ``flows`` last; parts in
+    partition directories (``date=…``) go to the same partition of ``target``."""
+    init_capture(target, mode, partition)  # a capture missing a table gets it (empty) first
     for name in sorted(TABLES, key=lambda n: n == "flows"):
-        for part in sorted((tmp / name).glob("part-*.parquet")):
+        for part in sorted((tmp / name).rglob("part-*.parquet")):
             if part.name != EMPTY_PART:
-                os.replace(part, target / name / part.name)
+                destination = target / part.relative_to(tmp)
+                make_dirs(destination.parent, mode)
+                os.replace(part, destination)
 
 
 def import_sources(
@@ -148,11 +150,15 @@ def import_sources(
     progress: Progress | None = None,
     all_flows: bool = False,
     mode: int | None = None,
+    label: str | None = None,
+    partition: str = "none",
 ) -> ImportSummary:
     """Import HAR files, flow files or directories of them into the capture at ``capture_path``.
 
     ``progress(bytes_read, bytes_total)`` is called as the files are read. ``mode``: of the files
-    written (default 0600, directories 0700, whatever the umask). A damaged file (cut short,
+    written (default 0600, directories 0700, whatever the umask). ``label``: the import run's
+    ``captures.label``; ``partition`` ``date``: each flow's rows go under ``date=`` of the UTC
+    date its request started (rows of no flow: the import's date). A damaged file (cut short,
     corrupt) gives its whole entries, an ``errors`` row saying where the damage is, and a place in
     ``summary.damaged_files``. Raises ImportFailed
     (CAPTURE untouched) when nothing at all could be read or CAPTURE is not a capture.
@@ -174,7 +180,8 @@ def import_sources(
     tmp = target.parent / f".{target.name}.import-{uuid.uuid4().hex[:8]}"
     writer: CaptureWriter | None = None
     try:
-        writer = CaptureWriter(tmp, one_part=True, mode=mode)  # one file per table: published whole
+        # one file per table (and partition): published whole
+        writer = CaptureWriter(tmp, one_part=True, mode=mode, label=label, source="import", partition=partition)
         for source in sources:
             before = done
 
@@ -194,7 +201,7 @@ def import_sources(
             extra = f" (and {len(summary.errors) - 1} more error(s))" if len(summary.errors) > 1 else ""
             raise ImportFailed(f"nothing imported: {reason}{extra}", summary)
         if appending:
-            _move_parts_in(tmp, target, mode)
+            _move_parts_in(tmp, target, mode, partition_dir(partition, writer.started_at))
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             os.rename(tmp, target)
@@ -257,7 +264,7 @@ def _import_one(source: Source, writer: CaptureWriter, extract_flow, summary: Im
                                     "error": f"{type(exc).__name__}: {exc}", "at": time.time()}]}
             for row in rows.get("flows", ()):
                 summary.recognised[row.get("kind") or "other"] += 1
-            writer.add(rows)
+            writer.add(rows, at=_flow_start(f))
             if writer.pending() >= FLUSH_ROWS:
                 writer.flush()
     except SourceError as exc:
@@ -274,3 +281,8 @@ def _import_one(source: Source, writer: CaptureWriter, extract_flow, summary: Im
         return n_flows > 0
     summary.files[source.kind] += 1
     return n_flows > 0 or n_bad == 0
+
+
+def _flow_start(flow: http.HTTPFlow) -> float | None:
+    """When the flow's request started (its partition date); None: unknown (the import's date)."""
+    return getattr(flow.request, "timestamp_start", None) or getattr(flow, "timestamp_created", None)

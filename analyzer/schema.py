@@ -430,6 +430,27 @@ TABLES: dict[str, pa.Schema] = {
     ),
 }
 
+# One row per capture run: a live mitmdump session, an import, a replay's or a bench run's output.
+# Every row of every table carries its run's ``capture_id`` (the writer stamps it), so many runs
+# written into one capture or one dataset root stay apart, and this table gives each its label.
+TABLES["captures"] = _schema(
+    ("capture_id", STR),
+    ("label", STR),
+    ("hostname", STR),
+    ("started_at", TS),
+    ("ended_at", TS),  # null until the run closes cleanly (a killed proxy leaves it null)
+    ("chatwire_version", STR),
+    ("source", STR),  # live | import | replay | bench | library
+    ("partitioning", STR),  # none | date
+)
+
+# Every table ends with the capture run that wrote the row; parts written before the column
+# existed read it as null (the reader fills missing columns).
+CAPTURE_ID = "capture_id"
+for _name, _schema_of in list(TABLES.items()):
+    if _schema_of.get_field_index(CAPTURE_ID) < 0:
+        TABLES[_name] = _schema_of.append(pa.field(CAPTURE_ID, STR))
+
 TABLE_NAMES: tuple[str, ...] = tuple(TABLES)
 
 # The tables of the first capture format. Every later table is missing from captures written
@@ -454,8 +475,10 @@ _FLOAT_SCHEMAS = {
 _NAMES = {name: frozenset(schema.names) for name, schema in TABLES.items()}
 
 
-def rows_to_table(name: str, rows: list[dict]) -> pa.Table:
-    """Build a table of ``name`` from row dicts; missing keys become nulls, unknown keys are an error."""
+def rows_to_table(name: str, rows: list[dict], capture_id: str | None = None) -> pa.Table:
+    """Build a table of ``name`` from row dicts; missing keys become nulls, unknown keys are an error.
+
+    ``capture_id``: stamped on every row that carries none (``stamp_capture_id``)."""
     schema = TABLES[name]
     names = _NAMES[name]
     for row in rows:
@@ -466,4 +489,18 @@ def rows_to_table(name: str, rows: list[dict]) -> pa.Table:
         if field.type == TS:
             micros = pc.cast(pc.round(pc.multiply(table.column(index), 1_000_000.0)), pa.int64())
             table = table.set_column(index, field, micros.cast(TS))
-    return table
+    return stamp_capture_id(table, capture_id) if capture_id is not None else table
+
+
+def stamp_capture_id(table: pa.Table, capture_id: str) -> pa.Table:
+    """``table`` with ``capture_id`` wherever its ``capture_id`` column is null: one constant
+    column per part (``pa.repeat``), not a per-row update of the row dicts."""
+    index = table.schema.get_field_index(CAPTURE_ID)
+    if index < 0:
+        return table
+    column = table.column(index)
+    if column.null_count == 0:
+        return table
+    constant = pa.repeat(pa.scalar(capture_id, STR), table.num_rows)
+    stamped = constant if column.null_count == table.num_rows else pc.coalesce(column, constant)
+    return table.set_column(index, table.schema.field(index), stamped)

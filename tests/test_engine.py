@@ -141,6 +141,11 @@ def two_captures(tmp_path_factory) -> tuple[Path, Path]:
     return first, second
 
 
+def _run_id(path: Path) -> str:
+    """The capture_id its writer stamped on every row of the capture at ``path`` (its group under --by capture)."""
+    return load_capture(path).captures()["capture_id"].item()
+
+
 def _tables(lat: dict) -> dict:
     return {"observed": lat["observed"], "client_reported": lat["client_reported"], "api": {
         k: v for k, v in lat["api"].items() if k != "usage_by_model"}}
@@ -150,10 +155,12 @@ def test_by_capture_groups_are_each_captures_own_report(two_captures):
     first, second = two_captures
     both = build_report(load_capture([first, second]), by="capture")["latency"]
     assert both["by"]["key"] == "capture"
-    assert list(both["by"]["groups"]) == ["monday.parquet", "tuesday.parquet"]
+    # each capture run is its group, keyed by the capture_id its writer stamped on every row
+    run_of = {path: load_capture(path).captures()["capture_id"].item() for path in (first, second)}
+    assert set(both["by"]["groups"]) == set(run_of.values())
     for path in (first, second):
         alone = _tables(latency_report(load_capture(path)))
-        assert both["by"]["groups"][path.name] == alone
+        assert both["by"]["groups"][run_of[path]] == alone
     # The pooled tables are the union: twice the turns of one capture.
     assert both["observed"]["turns"] == 2 * latency_report(load_capture(first))["observed"]["turns"]
 
@@ -224,7 +231,7 @@ def test_answer_metrics_by_hand(two_captures):
     assert a.loc["fapi", "kind"] == "api" and a.loc["fapi", "itl_p50_ms"] == 100.0
     assert a.loc["fa", "tpot_ms"] == approx(400 / 3) and a.loc["fa", "ttft_ms"] == 300.0
     assert a.loc["fd", "n_gaps"] == 0 and np.isnan(a.loc["fd", "ttft_ms"])
-    assert a.loc["fa", "capture"] == "monday.parquet" and a.loc["fa", "day"] == "2025-01-02"
+    assert a.loc["fa", "capture"] == _run_id(two_captures[0]) and a.loc["fa", "day"] == "2025-01-02"
     assert a.loc["fa", "host"] == "chatgpt.com" and a.loc["fapi", "host"] == "api.openai.com"
 
 
@@ -238,9 +245,10 @@ def test_cli_by_capture_json_and_text(two_captures):
                               "--memory-limit", "512MB"])
     assert res.exit_code == 0, res.output
     report = json.loads(res.output)
-    assert list(report["latency"]["by"]["groups"]) == ["monday.parquet", "tuesday.parquet"]
+    mon, tue = _run_id(first), _run_id(second)
+    assert set(report["latency"]["by"]["groups"]) == {mon, tue}
     text = runner.invoke(cli, ["report", str(first), str(second), "--by", "capture"])
-    assert text.exit_code == 0 and "capture = monday.parquet" in text.output and "capture = tuesday.parquet" in text.output
+    assert text.exit_code == 0 and f"capture = {mon}" in text.output and f"capture = {tue}" in text.output
     md = runner.invoke(cli, ["report", str(first), "--by", "model", "--format", "markdown"])
     assert md.exit_code == 0 and f"#### model = {LEGACY}" in md.output
     bad = runner.invoke(cli, ["report", str(first), "--spark-master", "local[1]"])
@@ -256,6 +264,7 @@ def test_report_without_by_has_todays_keys(two_captures):
 
 def test_html_by_group_draws_one_line_per_group_and_over_time(two_captures):
     html = render_html(load_capture(list(two_captures)), by="capture", raster_n=5)
-    assert 'id="over-time"' in html and "monday.parquet · proxy" in html and "tuesday.parquet · proxy" in html
-    assert "TTFT p50 · monday.parquet" in html and "ITL p50 · tuesday.parquet" in html
+    mon, tue = (_run_id(p) for p in two_captures)
+    assert 'id="over-time"' in html and f"{mon} · proxy" in html and f"{tue} · proxy" in html
+    assert f"TTFT p50 · {mon}" in html and f"ITL p50 · {tue}" in html
     assert GROUP_KEYS == ("capture", "label", "day", "hour", "model", "host", "stream_format")

@@ -26,7 +26,8 @@ def test_new_capture_has_every_table_with_its_schema(tmp_path):
     CaptureWriter(tmp_path / "c.parquet").close()
     for name, schema in TABLES.items():
         frame = pd.read_parquet(tmp_path / "c.parquet" / name)
-        assert list(frame.columns) == schema.names and frame.empty
+        # every table is empty but the run's own row in captures
+        assert list(frame.columns) == schema.names and len(frame) == (name == "captures")
     con = duckdb.connect()
     assert con.execute(f"select count(*) from read_parquet('{tmp_path}/c.parquet/flows/*.parquet')").fetchone() == (0,)
 
@@ -195,6 +196,30 @@ def test_compaction_interrupted_by_a_crash_counts_rows_once_and_is_finished_on_o
     assert sorted(load_capture(path).table("flows").flow_id) == ["f0", "f1", "f2"]
 
 
+def test_a_compaction_interrupted_in_a_date_partition_counts_rows_once_and_is_finished_on_open(tmp_path):
+    import json as _json
+
+    from analyzer.store.compact import visible_parts
+
+    path = tmp_path / "c.parquet"
+    day = 1793491200.0  # 2026-11-01 UTC (not the day the test runs: its empty parts are elsewhere)
+    for i in range(3):
+        with CaptureWriter(path, partition="date") as writer:
+            writer.add({"flows": [{"flow_id": f"f{i}", "kind": "api", "started_at": day + i}]}, at=day + i)
+    flows = path / "flows" / "date=2026-11-01"
+    sources = [p.name for p in visible_parts(flows)]
+    assert len(sources) == 3
+    table = pa.concat_tables([pq.read_table(flows / s, schema=TABLES["flows"]) for s in sources])
+    pq.write_table(table, flows / "part-9999999999999-compact-deadbeef.parquet")
+    (flows / ".compact-deadbeef.json").write_text(_json.dumps(
+        {"merged": "part-9999999999999-compact-deadbeef.parquet", "sources": sources}))
+    assert sorted(load_capture(path).table("flows").flow_id) == ["f0", "f1", "f2"]
+    CaptureWriter(path, partition="date").close()  # opening the capture finishes the job
+    assert [p.name for p in visible_parts(flows)] == ["part-9999999999999-compact-deadbeef.parquet"]
+    assert not list(flows.glob(".compact-*"))
+    assert sorted(load_capture(path).table("flows").flow_id) == ["f0", "f1", "f2"]
+
+
 def test_analyze_compact_command(tmp_path):
     from click.testing import CliRunner
 
@@ -231,3 +256,40 @@ def test_a_capture_from_before_a_table_existed_reads_it_as_empty(tmp_path):
     shutil.rmtree(path / "flows")  # a first-format table missing: incomplete, one line naming it
     with pytest.raises(CaptureError, match="missing table.*flows"):
         load_capture(path)
+
+
+def test_a_run_compacted_while_it_writes_still_lists_once_with_its_end(tmp_path):
+    from analyzer.store.compact import compact_capture
+
+    path = tmp_path / "c.parquet"
+    writer = CaptureWriter(path, label="fra", source="live")
+    writer.add({"flows": [{"flow_id": "f0", "kind": "api"}]})
+    writer.flush()
+    compact_capture(path)  # `analyze compact` while the proxy runs: its start row is merged away
+    writer.close()
+    runs = load_capture(path).captures()
+    assert len(pd.read_parquet(path / "captures")) == 2  # the start row (merged) and the end row
+    assert runs["capture_id"].tolist() == [writer.capture_id] and runs["ended_at"].notna().all()
+    assert runs["label"].tolist() == ["fra"] and runs["path"].tolist() == [str(path)]
+
+
+def test_a_one_part_writer_over_many_days_keeps_its_open_files_bounded(tmp_path):
+    from analyzer.store.writer import MAX_OPEN_PARTS
+
+    path = tmp_path / "c.parquet"
+    day0 = 1767225600.0  # 2026-01-01 UTC
+    writer = CaptureWriter(path, one_part=True, partition="date", source="import")
+    most_open = 0
+    for day in range(100):
+        for table in ("flows", "stream_events"):
+            writer.add({table: [{"flow_id": f"d{day}", "seq": 0} if table == "stream_events" else {"flow_id": f"d{day}"}]},
+                       at=day0 + day * 86400 + 3600)
+        writer.flush()
+        most_open = max(most_open, len(writer._open_parts))
+    writer.close()
+    assert most_open <= MAX_OPEN_PARTS
+    cap = load_capture(path)
+    assert len(cap.table("flows")) == len(cap.table("stream_events")) == 100
+    days = sorted(p.name for p in (path / "flows").iterdir() if p.name.startswith("date=2026-0"))
+    assert len(days) == 100 and days[0] == "date=2026-01-01" and days[-1] == "date=2026-04-10"
+    assert not list(path.rglob(".*.tmp"))

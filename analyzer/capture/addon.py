@@ -22,6 +22,7 @@ from analyzer.capture.watch import WatchPublisher, parse_address
 from analyzer.extract.common import METADATA_KEY
 from analyzer.extract.ending import CLOSED_FIRST_KEY, END_KEY, PROXY_STOPPED
 from analyzer.recognise import is_ndjson_stream, is_stream_answer, might_stream, recognise
+from analyzer.store.writer import PARTITIONINGS
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,12 @@ class ChatGPTCapture:
         loader.add_option("capture_hold_rows", int, DEFAULT_HOLD_ROWS,
                           "While writing fails (a full disk), hold up to this many rows in memory to write "
                           "when it works again; rows beyond are dropped and counted.")
+        loader.add_option("capture_label", str, "",
+                          "A name for this capture run (a vantage point or machine, e.g. fra): its "
+                          "captures.label, and the start of its capture_id; empty: none (the host name).")
+        loader.add_option("capture_partition", str, "none",
+                          "none, or date: each table's parts go into hive-style date=YYYY-MM-DD sub-directories "
+                          "(UTC date of the flow's start), so that engines prune by date.")
         loader.add_option("capture_watch", str, "",
                           "Publish live progress for `analyze watch` to this loopback UDP HOST:PORT "
                           "(e.g. 127.0.0.1:7878); empty: off. Records are dropped when nobody listens.")
@@ -114,7 +121,7 @@ class ChatGPTCapture:
         if "capture_watch" in updated:
             self._configure_watch()
         keys = {"capture_path", "capture_flush_ms", "capture_redact", "capture_all_flows", "capture_mode",
-                "capture_hold_rows"}
+                "capture_hold_rows", "capture_label", "capture_partition"}
         if self.pipeline is not None and not (updated & keys):
             return
         if ctx.options.capture_flush_ms <= 0:
@@ -129,6 +136,10 @@ class ChatGPTCapture:
             return
         if ctx.options.capture_hold_rows < 0:
             log.error("chatwire: capture_hold_rows must be 0 or more, not %s", ctx.options.capture_hold_rows)
+            return
+        if ctx.options.capture_partition not in PARTITIONINGS:
+            log.error("chatwire: capture_partition must be one of %s, not %r", ", ".join(PARTITIONINGS),
+                      ctx.options.capture_partition)
             return
         if self.pipeline is not None:
             self.pipeline.close()
@@ -146,12 +157,14 @@ class ChatGPTCapture:
                 all_flows=ctx.options.capture_all_flows,
                 mode=mode,
                 max_held_rows=ctx.options.capture_hold_rows,
+                label=ctx.options.capture_label.strip() or None,
+                partition=ctx.options.capture_partition,
             )
         except OSError as exc:  # an unwritable path: one clear line (mitmdump exits at start-up)
             self.pipeline = None
             log.error("chatwire: cannot write the capture at %s: %s", ctx.options.capture_path, exc.strerror or exc)
             return
-        log.info("chatwire: capturing to %s", self.pipeline.path)
+        log.info("chatwire: capturing to %s (capture_id %s)", self.pipeline.path, self.pipeline.writer.capture_id)
 
     @_guarded
     def requestheaders(self, flow: http.HTTPFlow) -> None:

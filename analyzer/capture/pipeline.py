@@ -29,10 +29,12 @@ _STOP = object()
 class CapturePipeline:
     def __init__(self, path: str | Path, *, flush_ms: int = 1000, redact: bool = True,
                  all_flows: bool = False, source: str = "proxy", mode: int | None = None,
-                 max_held_rows: int | None = None) -> None:
+                 max_held_rows: int | None = None, label: str | None = None, partition: str = "none") -> None:
         """``mode``: of the capture's files (default 0600); ``max_held_rows``: how many rows wait in
-        memory while writing fails (a full disk) before further ones are dropped and counted."""
-        self.writer = CaptureWriter(path, flush_ms=flush_ms, mode=mode, max_held_rows=max_held_rows)
+        memory while writing fails (a full disk) before further ones are dropped and counted;
+        ``label``: the run's ``captures.label``; ``partition``: ``none`` or ``date``."""
+        self.writer = CaptureWriter(path, flush_ms=flush_ms, mode=mode, max_held_rows=max_held_rows,
+                                    label=label, source="live", partition=partition)
         self.redact = redact
         self.all_flows = all_flows
         self.source = source
@@ -69,7 +71,8 @@ class CapturePipeline:
                                         websocket_answers=answers)
                     self.flows_seen += 1
                 if any(rows.values()):
-                    self.writer.add(rows)
+                    # Partitioned by the flow's start: all of a flow's rows (a socket's too) share a date.
+                    self.writer.add(rows, at=_flow_start(flow))
             except Exception:  # extract_flow does not raise; this guards the thread regardless
                 log.exception("chatwire: extraction of flow %s failed", inert(getattr(flow, "id", "?")))
 
@@ -89,3 +92,9 @@ class CapturePipeline:
         self._queue.put(_STOP)
         self._thread.join(timeout=60)
         self.writer.close(compact=True)
+
+
+def _flow_start(flow: http.HTTPFlow) -> float | None:
+    """When the flow's request started (None: now)."""
+    request = getattr(flow, "request", None)
+    return getattr(request, "timestamp_start", None) or getattr(flow, "timestamp_created", None)

@@ -54,9 +54,13 @@ class ProgressBar:
 @click.option("--all-flows", is_flag=True, help="Keep a flows row for every flow, not just recognised ones.")
 @click.option("--progress/--no-progress", default=None,
               help="Progress bar on stderr (default: when stderr is a terminal).")
+@click.option("--label", default=None, metavar="NAME",
+              help="A name for this import run (a vantage point, a machine): its captures.label.")
+@click.option("--partition", type=click.Choice(["none", "date"]), default="none", show_default=True,
+              help="date: write each table under hive-style date=YYYY-MM-DD dirs (the UTC date each flow started).")
 @mode_option
 def command(sources: tuple[str, ...], capture: str, no_redact: bool, all_flows: bool, progress: bool | None,
-            file_mode: int | None) -> None:
+            label: str | None, partition: str, file_mode: int | None) -> None:
     """Import HAR files and mitmproxy flow files into CAPTURE.
 
     Each SOURCE is a HAR export (Chrome, Firefox, Safari, Charles, Fiddler, mitmproxy; .har or
@@ -67,6 +71,7 @@ def command(sources: tuple[str, ...], capture: str, no_redact: bool, all_flows: 
     \b
     Example:
         analyze import ~/Downloads/chatgpt.com.har flows.mitm -o captures/mine.parquet
+        analyze import fra-day1.mitm --label fra --partition date -o captures/campaign.parquet
     """
     from analyzer.importer import ImportFailed, import_sources  # mitmproxy: only when importing
 
@@ -77,7 +82,7 @@ def command(sources: tuple[str, ...], capture: str, no_redact: bool, all_flows: 
     bar = ProgressBar(sys.stderr) if show else None
     try:
         summary = import_sources(sources, capture, redact=not no_redact, progress=bar, all_flows=all_flows,
-                                 mode=file_mode)
+                                 mode=file_mode, label=label, partition=partition)
     except ImportFailed as exc:
         if bar:
             bar.finish()

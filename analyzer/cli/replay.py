@@ -72,7 +72,7 @@ def command(capture, conversation_id: str, base_url: str, model: str | None, api
     if context == "live" and concurrency > 1:
         echo("note: --context live sends turns one after the other; --concurrency ignored", err=True)
 
-    writer = CaptureWriter(out_capture, flush_ms=1000, mode=file_mode) if out_capture else None
+    writer = CaptureWriter(out_capture, flush_ms=1000, mode=file_mode, source="replay") if out_capture else None
     client = make_client(base_url, api_key, timeout=timeout)
     replayer = Replayer(client, writer=writer, model=model, retries=retries)
     interrupted = False

@@ -28,7 +28,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from analyzer.schema import TABLES
-from analyzer.store.files import fsync_dir, open_new
+from analyzer.store.files import fsync_dir, open_new, partition_dirs
 
 log = logging.getLogger(__name__)
 
@@ -120,14 +120,16 @@ def compact_table(table_dir: Path, name: str, *, min_parts: int = 2) -> int:
 
 
 def compact_capture(path: str | os.PathLike) -> dict[str, int]:
-    """Compact every table of a capture; returns parts merged per table.
+    """Compact every table of a capture, each hive partition (``date=…``) on its own: parts are
+    merged within their directory, never across partitions. Returns parts merged per directory,
+    keyed by its path relative to the capture (``flows``, ``stream_events/date=2026-12-01``).
 
     Every part of every table is checked before any is merged: a damaged capture is left as it is."""
     from analyzer.store.reader import check_part
 
     root = Path(path)
-    names = [name for name in TABLES if (root / name).is_dir()]
-    for name in names:
-        for part in visible_parts(root / name):
+    directories = [(name, d) for name in TABLES if (root / name).is_dir() for d in partition_dirs(root / name)]
+    for name, directory in directories:
+        for part in visible_parts(directory):
             check_part(part, name)
-    return {name: compact_table(root / name, name) for name in names}
+    return {directory.relative_to(root).as_posix(): compact_table(directory, name) for name, directory in directories}

@@ -86,6 +86,19 @@ def write_file_atomic(path: str | os.PathLike, data: bytes, *, mode: int | None 
         raise
 
 
+def partition_dirs(table_dir: Path) -> list[Path]:
+    """``table_dir`` and every hive partition directory (``key=value``, at any depth) under it."""
+    out = [table_dir]
+    for current in out:
+        try:
+            entries = list(os.scandir(current))
+        except OSError:
+            continue
+        out.extend(Path(e.path) for e in entries
+                   if "=" in e.name and not e.name.startswith((".", "_")) and e.is_dir(follow_symlinks=False))
+    return out
+
+
 def describe_os_error(exc: OSError) -> str:
     """``No space left on device (ENOSPC)``: what a failed write says to the person reading the log."""
     name = errno.errorcode.get(exc.errno or 0)
