@@ -102,7 +102,7 @@ def make_capture(path: Path, n: int) -> None:
     calls = [{"flow_id": f"c{k:06d}", "started_at": t0 + k, "completion_tokens": 8, "response_text": "x",
               "request_json": json.dumps({"model": "m", "messages": [{"role": "user", "content": f"q{k}"}]})}
              for k in range(n)]
-    with CaptureWriter(path) as writer:
+    with CaptureWriter(path, source="bench") as writer:
         writer.add({"api_calls": calls})
 
 

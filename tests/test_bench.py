@@ -254,6 +254,7 @@ def test_results_are_a_capture_that_report_reads_and_hold_no_key(api_capture, se
     calls = rec.table("api_calls")
     assert set(calls["flow_id"]) == set(reqs["flow_id"]) and (calls["completion_tokens"] == TOKENS).all()
     assert set(rec.table("flows")["source"]) == {"bench"}
+    assert set(rec.table("captures")["source"]) == {"bench"}  # the run is listed as a bench run
     assert len(rec.table("stream_events")) == N_CALLS * (TOKENS + 4)  # role, tokens, finish, usage, [DONE]
     # The key went to the server in the Authorization header, nowhere else; no captured header was sent.
     assert all(r["headers"]["Authorization"] == f"Bearer {KEY}" for r in server.requests)

@@ -83,6 +83,12 @@ def caps(tmp_path_factory) -> dict[str, Path]:
     }
 
 
+def run_id(path) -> str:
+    """The capture id the writer stamped on every row of the capture at ``path`` (one run each here)."""
+    [capture_id] = load_capture(path).table("captures")["capture_id"].unique()
+    return capture_id
+
+
 # -- the per-answer adapter, by hand ------------------------------------------------------------
 
 
@@ -102,7 +108,7 @@ def test_answer_metrics_by_hand(tmp_path):
     assert rows.loc["fa", "ttft_ms"] == 300.0 and rows.loc["fc", "e2e_ms"] == 1150.0
     assert rows.loc["fb", "tpot_ms"] == pytest.approx(110 / 3)
     assert rows.loc["fa", "stream_format"] == "legacy" and rows.loc["fb", "model"] == "gpt-4o"
-    assert set(frame["capture"]) == {"known.parquet"}
+    assert set(frame["capture"]) == {run_id(tmp_path / "known.parquet")}  # the writer's stamped run id
     # No label on this capture: null here, "unlabelled" from the engine's answer_metrics.
     assert (frame["label"].isna() | (frame["label"] == "unlabelled")).all()
     assert rows.loc["fa", "day"] == "2025-01-02" and rows.loc["fa", "hour"] == "2025-01-02T10:00Z"
@@ -144,8 +150,8 @@ def test_json_keys_exactly_and_sides_described(caps):
         assert set(c) == COMPARISON_KEYS
         assert set(c["a"]) == set(c["b"]) == {"n", "p50", "p90"}
         assert len(c["ci95_ms"]) == 2
-    assert doc["a"] == {"paths": [str(caps["a"])], "where": None, "answers": N, "captures": ["a.parquet"]}
-    assert doc["b"]["captures"] == ["slow.parquet"]
+    assert doc["a"] == {"paths": [str(caps["a"])], "where": None, "answers": N, "captures": [run_id(caps["a"])]}
+    assert doc["b"]["captures"] == [run_id(caps["slow"])]
     assert doc["settings"]["correction"] == "holm" and doc["settings"]["resamples"] == 2000
     assert doc["settings"]["metrics"] == ["ttft", "itl"]
 
@@ -164,7 +170,7 @@ def test_several_captures_per_side_and_by_model(tmp_path):
     doc = json.loads(run("--a", str(a1), "--a", str(a2), "--b", str(b1), "--b", str(b2), "--by", "model",
                          "--metric", "ttft", "--format", "json").output)
     rows = by_metric(doc)
-    assert doc["a"]["answers"] == 80 and doc["a"]["captures"] == ["a1.parquet", "a2.parquet"]
+    assert doc["a"]["answers"] == 80 and doc["a"]["captures"] == sorted([run_id(a1), run_id(a2)])
     assert doc["b"]["answers"] == 33
     assert rows[("ttft", "gpt-4o")]["verdict"] == "slower" and rows[("ttft", "gpt-4o")]["a"]["n"] == 40
     assert rows[("ttft", "o3")]["verdict"] == "insufficient data"  # 3 answers on side B: below --min-n 5
@@ -172,12 +178,13 @@ def test_several_captures_per_side_and_by_model(tmp_path):
 
 
 def test_where_filters_on_one_dataset(caps):
-    doc = json.loads(run(str(caps["a"]), str(caps["slow"]), "--where-a", "capture = 'a.parquet'",
-                         "--where-b", "capture = 'slow.parquet' AND ttft_ms IS NOT NULL",
+    where_a = f"capture = '{run_id(caps['a'])}'"
+    doc = json.loads(run(str(caps["a"]), str(caps["slow"]), "--where-a", where_a,
+                         "--where-b", f"capture = '{run_id(caps['slow'])}' AND ttft_ms IS NOT NULL",
                          "--metric", "ttft", "--format", "json").output)
     [ttft] = doc["comparisons"]
     assert ttft["verdict"] == "slower" and ttft["a"]["n"] == ttft["b"]["n"] == N
-    assert doc["a"]["where"] == "capture = 'a.parquet'"
+    assert doc["a"]["where"] == where_a
     assert doc["a"]["paths"] == [str(caps["a"]), str(caps["slow"])]
     # The same numbers as the two captures given as A B.
     direct = json.loads(run(str(caps["a"]), str(caps["slow"]), "--metric", "ttft", "--format", "json").output)

@@ -24,7 +24,6 @@ from analyzer.analysis.latency import latency_report
 from analyzer.analysis.report import build_report
 from analyzer.cli import main as cli
 from analyzer.engine import GROUP_KEYS, answer_metrics, open_engine, open_metrics, stats
-from analyzer.schema import TABLES
 from analyzer.store import load_capture
 from tests.test_latency import LEGACY, known_rows, write_capture
 
@@ -190,8 +189,6 @@ def test_by_host_and_stream_format(two_captures):
     assert formats["api_chat_completions"]["api"]["calls"] == 4
 
 
-@pytest.mark.xfail("captures" not in TABLES or "capture_id" not in TABLES["conversation_turns"].names,
-                   reason="the captures table and capture_id columns come with the dataset branch", strict=False)
 def test_by_label_joins_the_captures_table(two_captures, tmp_path):
     from analyzer.schema import rows_to_table
     from analyzer.store.writer import write_part

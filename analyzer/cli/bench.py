@@ -208,7 +208,7 @@ def _run(workload, knobs, *, base_url, api_key, model, context, hold_length, max
 
     run_id = str(uuid.uuid4())
     clock = Clock()
-    writer = CaptureWriter(out_capture, flush_ms=1000)
+    writer = CaptureWriter(out_capture, flush_ms=1000, source="bench")
     sink = RowSink(writer)
     bar = click.progressbar(length=n_turns, label="requests", file=sys.stderr) if show_progress else None
     models: dict = {}
