@@ -229,3 +229,33 @@ def test_a_non_loopback_capture_watch_stops_mitmdump_with_one_line(tmp_path):
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0
     assert "capture_watch must be a loopback address" in out and "Traceback" not in out
+
+
+@pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM"])
+def test_analyze_watch_ends_cleanly_on_a_signal_even_if_started_with_sigint_ignored(signum):
+    """A shell starts background jobs with SIGINT ignored; a supervisor stops with SIGTERM. Both end the view."""
+    import signal
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    analyze = Path(sys.executable).with_name("analyze")
+    proc = subprocess.Popen([str(analyze), "watch", "--listen", f"127.0.0.1:{port}"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    try:
+        # Bound once the port answers nothing but is taken: wait for the listener to hold it.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    break
+            time.sleep(0.1)
+        time.sleep(0.5)  # past the signal handlers' installation, which follows the bind
+        proc.send_signal(getattr(signal, signum))
+        out, err = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert b"Traceback" not in err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import select
+import signal
 import socket
 import time
 
@@ -44,6 +45,10 @@ def command(listen: str, exit_after: float | None) -> None:
         raise click.ClickException(f"cannot listen on udp://{listen}: {exc.strerror or exc}") from None
     sock.setblocking(False)
     state = WatchState()
+    # Ctrl-C and SIGTERM both end the view cleanly, even when started in the background by a
+    # shell that ignores SIGINT for its children (Python then installs no KeyboardInterrupt).
+    previous = {signum: signal.signal(signum, signal.default_int_handler)
+                for signum in (signal.SIGINT, signal.SIGTERM)}
     label = f"{address[0]}:{address[1]}"
     deadline = None if exit_after is None else time.monotonic() + exit_after
     try:
@@ -65,3 +70,5 @@ def command(listen: str, exit_after: float | None) -> None:
         pass
     finally:
         sock.close()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
