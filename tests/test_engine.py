@@ -265,3 +265,18 @@ def test_html_by_group_draws_one_line_per_group_and_over_time(two_captures):
     assert 'id="over-time"' in html and f"{mon} · proxy" in html and f"{tue} · proxy" in html
     assert f"TTFT p50 · {mon}" in html and f"ITL p50 · {tue}" in html
     assert GROUP_KEYS == ("capture", "label", "day", "hour", "model", "host", "stream_format")
+
+
+# -- an engine that runs out of memory -------------------------------------------------------------
+
+
+def test_out_of_memory_is_one_line_naming_the_capture(generated):
+    """DuckDB really runs out at a tiny --memory-limit: one line, exit 1, no traceback."""
+    result = CliRunner().invoke(cli, ["report", str(generated), "--memory-limit", "2MB", "--json"])
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1, result.output
+    assert lines[0].startswith(f"Error: {generated}: the engine ran out of memory at --memory-limit 2MB (")
+    assert lines[0].endswith("raise --memory-limit")
+    assert "Traceback" not in result.output

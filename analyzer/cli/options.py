@@ -125,6 +125,33 @@ def engine_options(func: Callable) -> Callable:
             options["spark_master"] = spark_master
         else:
             options["memory_limit"] = memory_limit
-        return func(*args, engine_options=options, **kwargs)
+        try:
+            return func(*args, engine_options=options, **kwargs)
+        except click.ClickException:
+            raise
+        except Exception as exc:
+            message = engine_error_message(exc, kwargs.get("capture"), options)
+            if message is None:
+                raise
+            raise click.ClickException(inert(message)) from exc
 
     return wrapper
+
+
+def engine_error_message(exc: BaseException, capture, options: dict) -> str | None:
+    """One line for an error the query engine raised (DuckDB out of memory, a Spark job that
+    failed), naming the capture; ``None`` for anything else (a bug: its traceback is kept)."""
+    module = type(exc).__module__ or ""
+    if not (module.startswith(("duckdb", "_duckdb", "py4j", "pyspark"))):
+        return None
+    where = ", ".join(str(p) for p in capture.paths) if capture is not None else "capture"
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    first = lines[0] if lines else type(exc).__name__
+    if len(first) > 200:
+        first = first[:197] + "..."
+    if type(exc).__name__ == "OutOfMemoryException" or "OutOfMemoryError" in str(exc)[:2000]:
+        if options.get("engine") == "duckdb":
+            return (f"{where}: the engine ran out of memory at --memory-limit {options.get('memory_limit')} "
+                    f"({first}); raise --memory-limit")
+        return f"{where}: the Spark engine ran out of memory ({first}); give the driver/executors more memory"
+    return f"{where}: the {options.get('engine', 'query')} engine failed: {first}"
