@@ -82,7 +82,8 @@ def test_session_is_captured_whole_timed_and_redacted(tmp_path, origin, mitmdump
     # client got it within a few ms of that (the proxy does not hold the stream back).
     origin_events = [r for r in origin.log(since) if r["kind"] == "event"]
     sent = {(r["cf_ray"], r["index"]): r["t"] for r in origin_events}
-    lags_proxy, lags_client = [], []
+    sent_before = {(r["cf_ray"], r["index"]): r["t_before"] for r in origin_events}
+    lags_proxy, lags_client, early = [], [], []
     flow_ray = flows.set_index("flow_id")["cf_ray"]
     for flow_id, group in events[events.flow_id.isin(turns.flow_id)].groupby("flow_id"):
         if flow_id not in flow_ray.index:
@@ -92,14 +93,16 @@ def test_session_is_captured_whole_timed_and_redacted(tmp_path, origin, mitmdump
         for seq, at in zip(ordered["seq"], ordered["at"], strict=True):
             if (ray, seq) in sent:
                 lags_proxy.append((at.timestamp() - sent[(ray, seq)]) * 1000)
+                early.append((at.timestamp() - sent_before[(ray, seq)]) * 1000)
     for stream in posted:
         for index, event in enumerate(stream.events):
             if (stream.cf_ray, index) in sent:
                 lags_client.append((event.t - sent[(stream.cf_ray, index)]) * 1000)
     turn_rays = set(turns.cf_ray.dropna())
     assert len(lags_proxy) == sum(1 for r in origin_events if r["cf_ray"] in turn_rays)
-    # (the origin stamps an event after handing it to its server, so a lag can be a hair below 0)
-    assert min(lags_proxy) > -10 and statistics.median(lags_proxy) < 25
+    # Never before the origin began to send it (the origin also stamps after its server took the
+    # event, and a loaded machine may run the proxy in between: that stamp can be later than arrival).
+    assert min(early) > -1 and statistics.median(lags_proxy) < 25
     assert statistics.median(lags_client) < 25 and max(lags_client) < 500
 
     # TTFT against the origin's own send log, not a schedule: the request start (proxy) lies between the

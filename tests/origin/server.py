@@ -400,8 +400,11 @@ class OriginApp:
                 await asyncio.sleep(delay)
             last = i == len(events) - 1
             chunk = encoder.encode(ev.data, last)
+            # ``t_before``: no one can receive the event earlier; ``t``: the server has taken it (a loaded
+            # machine may run the proxy between the two).
+            t_before = time.time()
             await send({"type": "http.response.body", "body": chunk, "more_body": not last})
-            self.log.add(kind="event", rid=req.rid, cf_ray=cf_ray, path=req.path, index=i, t=time.time(),
+            self.log.add(kind="event", rid=req.rid, cf_ray=cf_ray, path=req.path, index=i, t=time.time(), t_before=t_before,
                          n_bytes=len(chunk), text=ev.text, event_kind=ev.kind, data=ev.data.decode("utf-8"))
         if not events:
             await send({"type": "http.response.body", "body": encoder.encode(b"", True), "more_body": False})
