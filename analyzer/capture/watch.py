@@ -28,6 +28,7 @@ from mitmproxy import http
 
 from analyzer.extract import extract_flow
 from analyzer.extract.codex_websocket import TERMINAL as CODEX_TERMINAL
+from analyzer.extract.codex_websocket import frame_text
 from analyzer.extract.common import header
 from analyzer.json_codec import parse_json
 from analyzer.recognise import (
@@ -143,15 +144,6 @@ class _Live:
         }
 
 
-def _frame_text(content: bytes | str) -> str | None:
-    if isinstance(content, str):
-        return content
-    try:
-        return content.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-
-
 class _LiveSocket:
     """The answers of one WebSocket as its frames pass, split as the extractors split them
     (analyzer/extract/codex_websocket.py, analyzer/extract/websocket.py)."""
@@ -215,7 +207,7 @@ class _LiveSocket:
         return ended
 
     def _codex_frame(self, from_client: bool, content: bytes | str, at: float) -> list[_Live]:
-        text = _frame_text(content)
+        text = frame_text(content)
         if from_client:
             if text is None or not text.lstrip().startswith("{"):
                 return []

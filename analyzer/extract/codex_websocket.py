@@ -43,7 +43,8 @@ def is_codex_websocket(flow: http.HTTPFlow) -> bool:
     return flow.websocket is not None and is_codex_responses(flow.request.path)
 
 
-def _frame_text(content: bytes | str) -> str | None:
+def frame_text(content: bytes | str) -> str | None:
+    """A frame's content as text; None for binary that is not UTF-8."""
     if isinstance(content, str):
         return content
     try:
@@ -86,7 +87,7 @@ class CodexSocketCalls:
         messages = self.flow.websocket.messages
         end = len(messages)
         for frame in messages[self._frames_read:end]:
-            text = _frame_text(frame.content)
+            text = frame_text(frame.content)
             obj = _frame_object(text)
             kind = obj.get("type") if obj else None
             if frame.from_client:
