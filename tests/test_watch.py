@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import shutil
@@ -9,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import orjson
@@ -100,6 +102,33 @@ def test_live_capture_publishes_progress_that_matches_what_the_client_saw(tmp_pa
     assert all(s.text not in wire for s in posted)
 
 
+@contextlib.contextmanager
+def watch_in_tmux(name: str) -> Iterator[tuple[int, Callable[[], str]]]:
+    """``analyze watch`` in a real terminal (a tmux pane): yields its UDP port, once it listens, and
+    a function that reads the pane."""
+    sock = udp_listener()
+    port = sock.getsockname()[1]
+    sock.close()
+    session = f"{name}-{os.getpid()}"
+    analyze = Path(sys.executable).with_name("analyze")
+    tmux = ["tmux", "-L", session]
+    subprocess.run(tmux + ["new-session", "-d", "-s", session, "-x", "170", "-y", "30",
+                           f"{shlex.quote(str(analyze))} watch --listen 127.0.0.1:{port} --exit-after 120"],
+                   check=True, env=os.environ | {"TERM": "xterm-256color"})
+    try:
+        def pane() -> str:
+            return subprocess.run(tmux + ["capture-pane", "-p", "-t", session], capture_output=True,
+                                  text=True).stdout
+
+        deadline = time.time() + 30
+        while "listening on udp://" not in pane() and time.time() < deadline:
+            time.sleep(0.2)
+        assert "listening on udp://" in pane()
+        yield port, pane
+    finally:
+        subprocess.run(tmux + ["kill-server"], capture_output=True)
+
+
 def test_the_publisher_drops_rather_than_queues():
     # Nobody listens on this port: sending must neither raise nor block.
     sock = udp_listener()
@@ -176,24 +205,7 @@ def test_watch_cli_rejects_a_non_loopback_address():
 @pytest.mark.timeout(180)
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 def test_analyze_watch_in_a_real_terminal(tmp_path, origin, mitmdump_factory):
-    sock = udp_listener()
-    port = sock.getsockname()[1]
-    sock.close()
-    session = f"chatwire-watch-{os.getpid()}"
-    analyze = Path(sys.executable).with_name("analyze")
-    tmux = ["tmux", "-L", session]
-    subprocess.run(tmux + ["new-session", "-d", "-s", session, "-x", "170", "-y", "30",
-                           f"{shlex.quote(str(analyze))} watch --listen 127.0.0.1:{port} --exit-after 120"],
-                   check=True, env=os.environ | {"TERM": "xterm-256color"})
-    try:
-        def pane() -> str:
-            return subprocess.run(tmux + ["capture-pane", "-p", "-t", session], capture_output=True,
-                                  text=True).stdout
-
-        deadline = time.time() + 30
-        while "listening on udp://" not in pane() and time.time() < deadline:
-            time.sleep(0.2)
-        assert "listening on udp://" in pane()
+    with watch_in_tmux("chatwire-watch") as (port, pane):
         proxy = mitmdump_factory(script=ADDON, options={"capture_path": tmp_path / "live.parquet",
                                                         "capture_watch": f"127.0.0.1:{port}"})
         record = run_session(origin.url, proxy=proxy.proxy_url, verify=trust(proxy), formats=("v1",),
@@ -214,8 +226,6 @@ def test_analyze_watch_in_a_real_terminal(tmp_path, origin, mitmdump_factory):
         assert n_beacons and f"beacons {n_beacons} " in screen, screen
         assert f"last beacon: model {seen.model_slug}" in screen
         assert proxy.stop() == 0
-    finally:
-        subprocess.run(tmux + ["kill-server"], capture_output=True)
 
 
 @pytest.mark.timeout(120)

@@ -10,13 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import shlex
 import shutil
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import aiohttp
 import orjson
@@ -31,7 +26,7 @@ from analyzer.watch.view import render
 from tests.origin.session import run_session
 from tests.test_capture_e2e import ADDON, trust
 from tests.test_codex_websocket import FIRST_MS, PATH, _create, _headers, _socket_flow, _until_terminal
-from tests.test_watch import drain, udp_listener
+from tests.test_watch import drain, udp_listener, watch_in_tmux
 
 PROMPT = "tell me about sockets"
 
@@ -209,24 +204,7 @@ def test_chatgpt_websocket_handoff_turns_are_published_live(tmp_path, origin, mi
 @pytest.mark.timeout(180)
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 def test_websocket_answers_in_analyze_watch_in_a_real_terminal(tmp_path, origin, mitmdump_factory):
-    sock = udp_listener()
-    port = sock.getsockname()[1]
-    sock.close()
-    session = f"chatwire-watch-ws-{os.getpid()}"
-    analyze = Path(sys.executable).with_name("analyze")
-    tmux = ["tmux", "-L", session]
-    subprocess.run(tmux + ["new-session", "-d", "-s", session, "-x", "170", "-y", "30",
-                           f"{shlex.quote(str(analyze))} watch --listen 127.0.0.1:{port} --exit-after 120"],
-                   check=True, env=os.environ | {"TERM": "xterm-256color"})
-    try:
-        def pane() -> str:
-            return subprocess.run(tmux + ["capture-pane", "-p", "-t", session], capture_output=True,
-                                  text=True).stdout
-
-        deadline = time.time() + 30
-        while "listening on udp://" not in pane() and time.time() < deadline:
-            time.sleep(0.2)
-        assert "listening on udp://" in pane()
+    with watch_in_tmux("chatwire-watch-ws") as (port, pane):
         proxy = mitmdump_factory(script=ADDON, options={"capture_path": tmp_path / "live.parquet",
                                                         "capture_watch": f"127.0.0.1:{port}"})
         _, received = _codex_session(origin.url, proxy)
@@ -255,5 +233,3 @@ def test_websocket_answers_in_analyze_watch_in_a_real_terminal(tmp_path, origin,
             assert seen.model_slug in row and "finished_successfully" in row
             assert f" {len(seen.text_times)} " in row
         assert proxy.stop() == 0
-    finally:
-        subprocess.run(tmux + ["kill-server"], capture_output=True)
