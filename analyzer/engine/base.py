@@ -39,7 +39,8 @@ class Dialect:
 
 DUCKDB = Dialect(
     name="duckdb",
-    # quantile_cont interpolates between closest ranks: NumPy's default ("linear") method.
+    # quantile_cont interpolates between closest ranks: NumPy's default ("linear") method. Holistic:
+    # only for per-answer medians (small groups); the report's statistics use exact_quantiles.
     quantiles="quantile_cont({x}, [{qs}])",
     day="strftime({ts}, '%Y-%m-%d')",
     hour="strftime({ts}, '%Y-%m-%dT%H:00Z')",

@@ -11,8 +11,8 @@ Definitions (``docs/metrics.md`` has them in full, with where each query is):
 * ``tpot_ms`` = (offset of the last text event − of the first) / (tokens − 1), tokens from the matched
   beacon's ``count_tokens`` (web) or ``completion_tokens`` (API) when > 0, else the text events;
 * a statistic is ``{n, mean, min, p50, p90, p95, p99, max}`` of the finite values, percentiles exact
-  and linearly interpolated between closest ranks (NumPy's default method: DuckDB ``quantile_cont``,
-  Spark ``percentile``).
+  and linearly interpolated between closest ranks (NumPy's default method), found out of core by
+  :func:`exact_quantiles` (rank passes of hash aggregations: nothing holds a group's values).
 
 What is not an aggregation stays Python on small tables: the conversation turns with their WebSocket
 hand-offs and resumes folded (``analyzer.analysis.latency.conversation_turns``) and the resume
@@ -91,6 +91,99 @@ def stats_from(n: Any, mean: Any, mn: Any, mx: Any, q: Any) -> dict[str, Any]:
     q = list(q)
     return {"n": n, "mean": _float(mean), "min": _float(mn), "p50": _float(q[0]), "p90": _float(q[1]),
             "p95": _float(q[2]), "p99": _float(q[3]), "max": _float(mx)}
+
+
+def _key(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+# A group's values are counted per bin, the bins holding the wanted ranks split again, until a bin
+# holds at most EXACT_MAX values: those come back as (value, count) rows. Every pass is a hash
+# aggregation of a few thousand groups over a scan (it spills; nothing holds a group's values).
+QUANTILE_BINS = 2048
+EXACT_MAX = 2048
+MAX_PASSES = 24
+
+
+def _lerp(a: float, b: float, t: float) -> float:
+    """NumPy's linear interpolation (``numpy.lib._function_base_impl._lerp``): exact at both ends."""
+    if a == b:
+        return a
+    diff = b - a
+    return b - diff * (1 - t) if t >= 0.5 else a + diff * t
+
+
+def exact_quantiles(engine: Engine, values: str, n_keys: int, wanted: dict[tuple, tuple[int, float, float]],
+                    fractions: Sequence[float]) -> dict[tuple, list[float]]:
+    """Exact linear percentiles (NumPy's default method) of groups of ``values`` out of core.
+
+    ``values``: a query of ``k0..k{n_keys-1}`` (the group key as text), ``m`` (the metric) and ``v``
+    (finite doubles). ``wanted``: ``{((k0, ...), m): (n, min, max)}`` from a first aggregate pass.
+    For each group every needed rank (``floor`` and ``ceil`` of ``(n - 1) * q``, 0-based) is found by
+    counting values per bin within an interval known to hold it, then narrowing the interval to the
+    rank's bin (its exact min and max) and the count below it, until the bin is one value."""
+    # target: [key, m, rank, lo, hi, below, count, value]
+    targets: dict[tuple, list] = {}
+    for (key, m), (n, mn, mx) in wanted.items():
+        for q in fractions:
+            h = (n - 1) * float(q)
+            for r in (int(np.floor(h)), int(np.ceil(h))):
+                targets.setdefault((key, m, r), [key, m, r, mn, mx, 0, n, None])
+    key_names = [f"k{j}" for j in range(n_keys)]
+    schema = pa.schema([("tid", pa.int64()), ("m", pa.int64()), *[(k, pa.string()) for k in key_names],
+                        ("lo", pa.float64()), ("hi", pa.float64()), ("w", pa.float64()), ("exact", pa.bool_())])
+    join = " AND ".join(["t.m = b.m", *[f"b.{k} IS NOT DISTINCT FROM t.{k}" for k in key_names],
+                         "b.v >= t.lo", "b.v <= t.hi"])
+    passes = 0
+    while True:
+        pending = []
+        for t in targets.values():
+            if t[7] is None and t[3] == t[4]:
+                t[7] = t[3]
+            if t[7] is None:
+                pending.append(t)
+        if not pending:
+            break
+        passes += 1
+        intervals: dict[tuple, int] = {}
+        rows = []
+        for t in pending:
+            ident = (t[0], t[1], t[3], t[4])
+            if ident in intervals:
+                continue
+            tid = intervals[ident] = len(intervals)
+            lo, hi = t[3], t[4]
+            w = (hi - lo) / QUANTILE_BINS
+            exact = t[6] <= EXACT_MAX or passes >= MAX_PASSES or not (np.isfinite(w) and w > 0)
+            rows.append({"tid": tid, "m": t[1], **dict(zip(key_names, t[0], strict=True)), "lo": lo, "hi": hi,
+                         "w": w if not exact else 1.0, "exact": exact})
+        engine.register_frame("quantile_targets", pd.DataFrame(rows, columns=schema.names), schema)
+        frame = engine.sql(f"""
+            SELECT t.tid AS tid, CASE WHEN t.exact THEN b.v ELSE floor((b.v - t.lo) / t.w) END AS cell,
+                   count(*) AS c, min(b.v) AS mn, max(b.v) AS mx
+            FROM ({values}) b JOIN quantile_targets t ON {join}
+            GROUP BY 1, 2""")
+        # Bins are monotone in v: ordered by their minimum they are ordered by value, disjoint.
+        cells: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        for tid, grp in frame.groupby("tid", sort=False):
+            grp = grp.sort_values("mn", kind="stable")
+            cells[int(tid)] = (np.cumsum(grp["c"].to_numpy(dtype="int64")), grp["mn"].to_numpy(dtype="float64"),
+                               grp["mx"].to_numpy(dtype="float64"))
+        for t in pending:
+            cum, mns, mxs = cells[intervals[(t[0], t[1], t[3], t[4])]]
+            local = t[2] - t[5]
+            j = int(np.searchsorted(cum, local, side="right"))  # first bin whose cumulative count > local
+            before = int(cum[j - 1]) if j else 0
+            t[3], t[4], t[5], t[6] = float(mns[j]), float(mxs[j]), t[5] + before, int(cum[j]) - before
+    out: dict[tuple, list[float]] = {}
+    for (key, m), (n, _, _) in wanted.items():
+        qs = []
+        for q in fractions:
+            h = (n - 1) * float(q)
+            lo_r, hi_r = int(np.floor(h)), int(np.ceil(h))
+            qs.append(_lerp(targets[(key, m, lo_r)][7], targets[(key, m, hi_r)][7], h - lo_r))
+        out[(key, m)] = qs
+    return out
 
 
 def has_column(table: str, column: str) -> bool:
@@ -291,26 +384,42 @@ class Metrics:
     # -- the statistic, written once ------------------------------------------------------------------
 
     def _stats_select(self, metrics: dict[str, str]) -> str:
-        """Aggregates for each metric: ``n_i, mean_i, min_i, max_i, q_i`` over its finite values."""
+        """Streaming aggregates for each metric: ``n_i, mean_i, min_i, max_i`` over its finite values
+        (the percentiles come from :func:`exact_quantiles`: no holistic aggregate holds a group)."""
         parts = []
         for i, expr in enumerate(metrics.values()):
             v = f"(CASE WHEN {FINITE.format(x=expr)} THEN CAST({expr} AS DOUBLE) END)"
-            parts.append(f"count({v}) AS n_{i}, avg({v}) AS mean_{i}, min({v}) AS min_{i}, max({v}) AS max_{i}, "
-                         f"{self.d.q(v, STAT_FRACTIONS)} AS q_{i}")
+            parts.append(f"count({v}) AS n_{i}, avg({v}) AS mean_{i}, min({v}) AS min_{i}, max({v}) AS max_{i}")
         return ", ".join(parts)
 
     def grouped_stats(self, source: str, metrics: dict[str, str], groups: Sequence[str] = (),
                       where: str = "TRUE", extra: str = "") -> pd.DataFrame:
         """One row per group: the group columns, ``extra`` aggregates, and a stats dict per metric."""
         cols = [f"{g} AS g{i}" for i, g in enumerate(groups)]
-        select = ", ".join([*cols, *([extra] if extra else []), self._stats_select(metrics)])
-        group_by = f" GROUP BY {', '.join(f'g{i}' for i in range(len(groups)))}" if groups else ""
-        if groups:  # group by the select's aliases: both engines accept ordinal positions
-            group_by = " GROUP BY " + ", ".join(str(i + 1) for i in range(len(groups)))
+        # Each group's key as text: how the percentile passes find the group's values again.
+        keys = [f"CAST({g} AS STRING) AS k{i}" for i, g in enumerate(groups)]
+        select = ", ".join([*cols, *keys, *([extra] if extra else []), self._stats_select(metrics)])
+        # group by the select's aliases: both engines accept ordinal positions
+        group_by = " GROUP BY " + ", ".join(str(i + 1) for i in range(2 * len(groups))) if groups else ""
         frame = self.engine.sql(f"SELECT {select} FROM {source} WHERE {where}{group_by}")
+        key_sql = "".join(f"CAST({g} AS STRING) AS k{i}, " for i, g in enumerate(groups))
+        values = " UNION ALL ".join(
+            f"SELECT {key_sql}{i} AS m, CAST({expr} AS DOUBLE) AS v FROM {source} "
+            f"WHERE ({where}) AND {FINITE.format(x=expr)}" for i, expr in enumerate(metrics.values()))
+        group_keys = [[_key(k) for k in frame[f"k{j}"]] for j in range(len(groups))]
+        wanted = {}
+        for i in range(len(metrics)):
+            for row in range(len(frame)):
+                n = frame[f"n_{i}"].iloc[row]
+                if n is not None and not pd.isna(n) and int(n) > 0:
+                    key = tuple(col[row] for col in group_keys)
+                    wanted[(key, i)] = (int(n), float(frame[f"min_{i}"].iloc[row]), float(frame[f"max_{i}"].iloc[row]))
+        quantiles = exact_quantiles(self.engine, values, len(groups), wanted, STAT_FRACTIONS)
         for i, name in enumerate(metrics):
+            qs = [quantiles.get((tuple(col[row] for col in group_keys), i), [None] * len(STAT_FRACTIONS))
+                  for row in range(len(frame))]
             frame[name] = [stats_from(*row) for row in zip(frame[f"n_{i}"], frame[f"mean_{i}"], frame[f"min_{i}"],
-                                                             frame[f"max_{i}"], frame[f"q_{i}"], strict=True)]
+                                                             frame[f"max_{i}"], qs, strict=True)]
         return frame
 
     def stats_of(self, source: str, expr: str, where: str = "TRUE") -> dict[str, Any]:
