@@ -46,6 +46,7 @@ def engine_stats(metrics: Metrics, groups: dict[str | None, np.ndarray], monkeyp
     several passes (the default bins would fetch these groups' values at once)."""
     monkeypatch.setattr(engine_metrics, "QUANTILE_BINS", bins)
     monkeypatch.setattr(engine_metrics, "EXACT_MAX", exact_max)
+    monkeypatch.setattr(engine_metrics, "HOLISTIC_MAX", 0)  # the rank passes, not the engine's own percentile
     metrics.engine.register_frame("adversarial_values", frame_of(groups), VALUES_SCHEMA)
     frame = metrics.grouped_stats("adversarial_values", {"v": "v"}, ["g"])
     return {(None if not isinstance(g, str) else g): s for g, s in zip(frame["g0"], frame["v"], strict=True)}
