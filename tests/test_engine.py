@@ -280,3 +280,44 @@ def test_out_of_memory_is_one_line_naming_the_capture(generated):
     assert lines[0].startswith(f"Error: {generated}: the engine ran out of memory at --memory-limit 2MB (")
     assert lines[0].endswith("raise --memory-limit")
     assert "Traceback" not in result.output
+
+
+# -- the out-of-core percentiles on values built to break them ------------------------------------
+
+
+def test_out_of_core_percentiles_are_numpys_on_adversarial_groups(tmp_path, monkeypatch):
+    from tests.quantile_cases import adversarial_groups, engine_stats
+
+    groups = adversarial_groups()
+    metrics = open_metrics(load_capture(write_capture(tmp_path / "empty.parquet", {})), "duckdb")
+    got = engine_stats(metrics, groups, monkeypatch)
+    metrics.close()
+    assert set(got) == set(groups)
+    for key, values in groups.items():
+        want = np_stats(values)
+        if key is not None and key.startswith("wide"):  # a sum of ±1.5e308 cancels: its mean is no test of the percentiles
+            want["mean"] = got[key]["mean"]
+        assert_stats(got[key], want)
+        for q in ("min", "p50", "p90", "p95", "p99", "max"):  # an exact rank is the value itself
+            if want[q] is not None and want[q] in values:
+                assert got[key][q] == want[q], (key, q)
+    assert got["two"]["p50"] == 2.0 and got["one"]["p99"] == 42.5 and got["on_a_rank"]["p90"] == 45.0
+    assert got["non_finite"]["n"] == 3 and got["only_non_finite"]["n"] == 0
+
+
+@pytest.mark.parametrize("by", [None, "model", "hour"])
+def test_rank_passes_give_the_report_of_the_engines_own_percentile(generated, two_captures, monkeypatch, by):
+    """Sources above HOLISTIC_MAX rows take the rank passes: forced on every statistic (with small
+    bins, so each rank takes several passes), the whole report is the one-query report's."""
+    from analyzer.engine import metrics as engine_metrics
+    from tests.numbers import same_report
+
+    for capture in (load_capture(generated), load_capture(list(two_captures))):
+        want = build_report(capture, by=by)
+        monkeypatch.setattr(engine_metrics, "HOLISTIC_MAX", 0)
+        monkeypatch.setattr(engine_metrics, "QUANTILE_BINS", 16)
+        monkeypatch.setattr(engine_metrics, "EXACT_MAX", 8)
+        got = build_report(capture, by=by)
+        monkeypatch.undo()
+        assert same_report(got, want)
+        assert got["latency"]["observed"]["itl_ms"]["n"] > 0

@@ -126,3 +126,28 @@ def test_cli_engine_spark(spark, tmp_path):
     assert res.exit_code == 0, res.output
     assert_same(build_report(load_capture(path)), json.loads(res.output))
     assert spark.sparkContext._jsc is not None  # the module's session was reused, not stopped
+
+
+@pytest.mark.timeout(900)  # a Spark job per rank pass, on a loaded machine
+def test_out_of_core_percentiles_on_adversarial_groups_match_numpy(spark, tmp_path, monkeypatch):
+    """The rank passes of analyzer.engine.metrics.exact_quantiles on Spark: NumPy's numbers (its
+    ties, NULL group, ±inf, NaN and 1.5e308 behave as on DuckDB)."""
+    import numpy as np
+
+    from tests.quantile_cases import adversarial_groups, engine_stats
+
+    groups = adversarial_groups()
+    metrics = open_metrics(load_capture(write_capture(tmp_path / "empty.parquet", {})), "spark", spark_session=spark)
+    try:
+        got = engine_stats(metrics, groups, monkeypatch, bins=16, exact_max=64)  # 7 passes
+    finally:
+        metrics.close()
+    assert set(got) == set(groups)
+    for key, values in groups.items():
+        finite = values[np.isfinite(values)]
+        assert got[key]["n"] == finite.size, key
+        if finite.size:
+            want = np.percentile(finite, [50, 90, 95, 99])
+            for name, w in zip(("p50", "p90", "p95", "p99"), want, strict=True):
+                assert math.isclose(got[key][name], w, rel_tol=1e-12, abs_tol=1e-12), (key, name)
+            assert (got[key]["min"], got[key]["max"]) == (finite.min(), finite.max())

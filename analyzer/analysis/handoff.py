@@ -44,7 +44,7 @@ def merge_handoffs(turns: pd.DataFrame) -> pd.DataFrame:
     joined = handoff_pairs(turns)
     if joined.empty:
         return turns
-    out = turns.copy()
+    out = turns.copy(deep=False)  # copy-on-write (pandas 3): a column is copied only when changed
     rows = joined["index"].to_numpy()
     shift_ms = (joined["started_at"] - joined["started_at_post"]).dt.total_seconds().to_numpy() * 1000.0
     for column in ("ttft_ms", "e2e_ms"):

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from analyzer.analysis import codex, latency, server_timing, telemetry
-from analyzer.analysis.latency import isin, model_column
+from analyzer.analysis.latency import model_column
 from analyzer.engine.metrics import Metrics
 from analyzer.store import Capture
 
@@ -26,7 +26,7 @@ TOP_LEVEL_KEYS = ("capture", "conversations", "latency", "telemetry", "codex")
 COLUMNS: dict[str, list[str]] = {
     "flows": ["flow_id", "kind", "started_at", "ended_at", "error"],
     "errors": ["flow_id", "stage"],
-    "messages": ["conversation_id", "message_id", "parent_id"],
+    "messages": ["conversation_id", "message_id", "parent_id", "seen_at"],
     "conversation_reads": ["conversation_id"],
     # The same columns as the latency frames read, so the table is read (and cached) once.
     "conversation_turns": latency.COLUMNS["conversation_turns"],
@@ -81,23 +81,16 @@ def conversations_block(capture: Capture, metrics: Metrics | None = None) -> dic
 
 def _conversations_block(capture: Capture, metrics: Metrics) -> dict:
     turns = metrics.turn_frame
-    msgs = capture.table("messages", COLUMNS["messages"])
-    reads = capture.table("conversation_reads", COLUMNS["conversation_reads"])
-    ids = pd.concat([turns["conversation_id"], msgs["conversation_id"], reads["conversation_id"]],
-                    ignore_index=True).dropna()
-    # A message is sighted many times (request, stream, mapping read): one row per message_id, its
-    # parent taken from the first sighting that names one.
-    known = msgs[msgs["message_id"].notna()]
-    parents = known.dropna(subset=["parent_id"]).drop_duplicates("message_id")
-    # A branch point is a message (not a placeholder such as ``client-created-root``) with > 1 child.
-    children = parents[isin(parents["parent_id"], known["message_id"])].groupby("parent_id")["message_id"].nunique()
     slugs = model_column(turns, "model_slug", "server_model_slug", "requested_model")
     by_model = slugs.value_counts(sort=False).sort_index().sort_values(ascending=False, kind="stable")
+    # The counts over messages are the engine's (Metrics.conversation_counts): a capture sights a
+    # message several times per turn, too many rows to hold in pandas.
+    counts = metrics.conversation_counts()
     return {
-        "count": int(ids.nunique()),
+        "count": counts["count"],
         "turns": int(len(turns)),
-        "messages": int(known["message_id"].nunique()),
-        "branch_points": int((children > 1).sum()),
+        "messages": counts["messages"],
+        "branch_points": counts["branch_points"],
         "by_model": {str(k): int(v) for k, v in by_model.items()},
         "resumes": resumes_block(turns, metrics),
     }

@@ -144,7 +144,7 @@ def merge_resumes(turns: pd.DataFrame, pairs: pd.DataFrame | None = None) -> pd.
     """``conversation_turns`` with every resume folded into the turn it continues (see the module
     docstring); adds ``n_resumes`` (0 for a turn never resumed), ``resume_gap_ms``,
     ``resume_error`` and ``resume_events_lost``."""
-    out = turns.copy()
+    out = turns.copy(deep=False)  # copy-on-write (pandas 3): a column is copied only when changed
     out["n_resumes"] = 0
     out["resume_gap_ms"] = np.nan
     out["resume_error"] = pd.Series(None, index=out.index, dtype="object")
@@ -196,7 +196,7 @@ def last_part_starts(turns: pd.DataFrame, pairs: pd.DataFrame) -> pd.Series:
 
 def mark_controls(turns: pd.DataFrame, controls: pd.DataFrame | None) -> pd.DataFrame:
     """Adds ``stopped_by_user`` and ``stream_status`` from ``stream_controls`` (module docstring)."""
-    out = turns.copy()
+    out = turns.copy(deep=False)  # copy-on-write (pandas 3): a column is copied only when changed
     out["stopped_by_user"] = False
     out["stream_status"] = pd.Series(None, index=out.index, dtype="object")
     if controls is None or controls.empty or out.empty:

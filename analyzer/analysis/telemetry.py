@@ -18,9 +18,13 @@ import logging
 import re
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
 
 from analyzer.analysis.latency import isin
-from analyzer.store import Capture
+from analyzer.schema import TABLES
+from analyzer.store import Capture, CaptureError
 
 log = logging.getLogger(__name__)
 
@@ -101,19 +105,32 @@ def telemetry_logs(capture: Capture) -> pd.DataFrame:
 
 
 def _from_headers(capture: Capture) -> pd.DataFrame:
-    """Identifier request headers: one sighting per (flow, header value)."""
-    flows = capture.table("flows", COLUMNS["flows"])
+    """Identifier request headers: one sighting per (flow, header value); the flow id is the event.
+    Only the flows whose headers name an identifier leave the Parquet scan (a capture's flows, each
+    with its headers, would not fit in memory)."""
+    files = capture.part_files("flows")
+    empty = pd.DataFrame(columns=["event", "host", "kind", "value", "source"])
+    if not files:
+        return empty
+    headers = pc.field("request_headers")
+    try:
+        flows = ds.dataset(files, schema=TABLES["flows"], format="parquet").to_table(
+            columns=COLUMNS["flows"], filter=pc.match_substring(headers, "-id", ignore_case=True)
+            & pc.match_substring_regex(headers, _ID_HEADER.pattern, ignore_case=True)).to_pandas()
+    except (pa.ArrowInvalid, OSError) as exc:  # as Capture.arrow: damage inside a part whose footer is whole
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CaptureError(f"{capture.paths[0]}: table flows cannot be read: {first}") from exc
     if len(capture.paths) > 1 and len(flows):
         flows = flows.drop_duplicates("flow_id", ignore_index=True)
-    text = flows["request_headers"].dropna().astype("str")
-    text = text[text.str.contains("-id", regex=False)]
+    text = flows["request_headers"].astype("str")
     if text.empty:
-        return pd.DataFrame(columns=["event", "host", "kind", "value", "source"])
+        return empty
     found = text.str.extractall(_ID_HEADER)
     if found.empty:
-        return pd.DataFrame(columns=["event", "host", "kind", "value", "source"])
+        return empty
     rows = found.index.get_level_values(0)
-    return pd.DataFrame({"event": rows, "host": flows.loc[rows, "host"].fillna(UNKNOWN_HOST).to_numpy(),
+    return pd.DataFrame({"event": flows.loc[rows, "flow_id"].to_numpy(),
+                         "host": flows.loc[rows, "host"].fillna(UNKNOWN_HOST).to_numpy(),
                          "kind": found["key"].str.lower().map(_HEADER_TO_KIND).to_numpy(),
                          "value": found["value"].to_numpy(), "source": "headers"})
 
@@ -203,12 +220,10 @@ def identifiers(capture: Capture, sightings: pd.DataFrame | None = None) -> pd.D
 
 def captured_conversations(capture: Capture) -> pd.Index:
     """Conversation ids present in ``conversation_turns``, ``messages`` or ``conversation_reads``."""
-    both = pd.concat(
-        [capture.table(name, ["conversation_id"])["conversation_id"]
-         for name in ("conversation_turns", "messages", "conversation_reads")],
-        ignore_index=True,
-    ).dropna()
-    return pd.Index(both.unique())
+    ids = pa.chunked_array([chunk for name in ("conversation_turns", "messages", "conversation_reads")
+                            for chunk in capture.arrow(name, ["conversation_id"])["conversation_id"].chunks],
+                           type=pa.string())
+    return pd.Index(pc.unique(ids.drop_null()).to_pandas())
 
 
 def conversation_links(capture: Capture) -> pd.DataFrame:

@@ -39,7 +39,8 @@ class Dialect:
 
 DUCKDB = Dialect(
     name="duckdb",
-    # quantile_cont interpolates between closest ranks: NumPy's default ("linear") method.
+    # quantile_cont interpolates between closest ranks: NumPy's default ("linear") method. Holistic (it
+    # holds a group's values): for sources up to metrics.HOLISTIC_MAX rows; larger ones take rank passes.
     quantiles="quantile_cont({x}, [{qs}])",
     day="strftime({ts}, '%Y-%m-%d')",
     hour="strftime({ts}, '%Y-%m-%dT%H:00Z')",

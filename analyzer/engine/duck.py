@@ -35,7 +35,6 @@ class DuckDBEngine(Engine):
         if threads:
             self.con.execute(f"SET threads = {int(threads)}")
         self.con.execute("SET TimeZone = 'UTC'")
-        self._frames: dict[str, pa.Table] = {}
 
     def register_parts(self, name: str, parts: Sequence[tuple[str, Sequence[str]]], schema: pa.Schema) -> None:
         import pyarrow.parquet as pq
@@ -58,9 +57,13 @@ class DuckDBEngine(Engine):
 
     def register_frame(self, name: str, frame: pd.DataFrame, schema: pa.Schema) -> None:
         table = pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False)
-        self._frames[name] = table  # DuckDB scans it in place: keep it alive
+        # Copied into a temp table: under memory_limit (it spills), where a registered Arrow table
+        # would stay in Python's heap for as long as the engine lives.
         self.con.register(f"_frame_{name}", table)
-        self.con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS SELECT * FROM _frame_{name}")
+        try:
+            self.con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT * FROM _frame_{name}")
+        finally:
+            self.con.unregister(f"_frame_{name}")
 
     def materialize(self, name: str, query: str) -> None:
         self.con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS {query}")

@@ -11,8 +11,8 @@ Definitions (``docs/metrics.md`` has them in full, with where each query is):
 * ``tpot_ms`` = (offset of the last text event − of the first) / (tokens − 1), tokens from the matched
   beacon's ``count_tokens`` (web) or ``completion_tokens`` (API) when > 0, else the text events;
 * a statistic is ``{n, mean, min, p50, p90, p95, p99, max}`` of the finite values, percentiles exact
-  and linearly interpolated between closest ranks (NumPy's default method: DuckDB ``quantile_cont``,
-  Spark ``percentile``).
+  and linearly interpolated between closest ranks (NumPy's default method), found out of core by
+  :func:`exact_quantiles` (rank passes of hash aggregations: nothing holds a group's values).
 
 What is not an aggregation stays Python on small tables: the conversation turns with their WebSocket
 hand-offs and resumes folded (``analyzer.analysis.latency.conversation_turns``) and the resume
@@ -66,6 +66,8 @@ READ_COLUMNS: dict[str, list[str]] = {
     "flows": ["flow_id", "kind", "host", "started_at", "ended_at", "error"],
     "perf_stats": ["flow_id", "metric", "value"],
 }
+# Columns of the folded turns Python keeps beside TURN_SCHEMA's (report.resumes_block).
+TURN_FRAME_EXTRA = ("resume_error", "stopped_by_user")
 FOLD_SCHEMA = pa.schema([("flow_id", pa.string()), ("into_flow_id", pa.string()), ("shift_ms", pa.float64())])
 
 
@@ -91,6 +93,102 @@ def stats_from(n: Any, mean: Any, mn: Any, mx: Any, q: Any) -> dict[str, Any]:
     q = list(q)
     return {"n": n, "mean": _float(mean), "min": _float(mn), "p50": _float(q[0]), "p90": _float(q[1]),
             "p95": _float(q[2]), "p99": _float(q[3]), "max": _float(mx)}
+
+
+def _key(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+# A group's values are counted per bin, the bins holding the wanted ranks split again, until a bin
+# holds at most EXACT_MAX values: those come back as (value, count) rows. Every pass is a hash
+# aggregation of a few thousand groups over a scan (it spills; nothing holds a group's values).
+QUANTILE_BINS = 2048
+EXACT_MAX = 2048
+MAX_PASSES = 24
+# Up to this many rows in a statistic's source the engine's own exact percentile runs instead (one
+# query, where the passes take three or four): it holds the group's values, 8 bytes each.
+HOLISTIC_MAX = 4_000_000
+
+
+def _lerp(a: float, b: float, t: float) -> float:
+    """NumPy's linear interpolation (``numpy.lib._function_base_impl._lerp``): exact at both ends."""
+    if a == b:
+        return a
+    diff = b - a
+    return b - diff * (1 - t) if t >= 0.5 else a + diff * t
+
+
+def exact_quantiles(engine: Engine, values: str, n_keys: int, wanted: dict[tuple, tuple[int, float, float]],
+                    fractions: Sequence[float]) -> dict[tuple, list[float]]:
+    """Exact linear percentiles (NumPy's default method) of groups of ``values`` out of core.
+
+    ``values``: a query of ``k0..k{n_keys-1}`` (the group key as text), ``m`` (the metric) and ``v``
+    (finite doubles). ``wanted``: ``{((k0, ...), m): (n, min, max)}`` from a first aggregate pass.
+    For each group every needed rank (``floor`` and ``ceil`` of ``(n - 1) * q``, 0-based) is found by
+    counting values per bin within an interval known to hold it, then narrowing the interval to the
+    rank's bin (its exact min and max) and the count below it, until the bin is one value."""
+    # target: [key, m, rank, lo, hi, below, count, value]
+    targets: dict[tuple, list] = {}
+    for (key, m), (n, mn, mx) in wanted.items():
+        for q in fractions:
+            h = (n - 1) * float(q)
+            for r in (int(np.floor(h)), int(np.ceil(h))):
+                targets.setdefault((key, m, r), [key, m, r, mn, mx, 0, n, None])
+    key_names = [f"k{j}" for j in range(n_keys)]
+    schema = pa.schema([("tid", pa.int64()), ("m", pa.int64()), *[(k, pa.string()) for k in key_names],
+                        ("lo", pa.float64()), ("hi", pa.float64()), ("w", pa.float64()), ("exact", pa.bool_())])
+    join = " AND ".join(["t.m = b.m", *[f"b.{k} IS NOT DISTINCT FROM t.{k}" for k in key_names],
+                         "b.v >= t.lo", "b.v <= t.hi"])
+    passes = 0
+    while True:
+        pending = []
+        for t in targets.values():
+            if t[7] is None and t[3] == t[4]:
+                t[7] = t[3]
+            if t[7] is None:
+                pending.append(t)
+        if not pending:
+            break
+        passes += 1
+        intervals: dict[tuple, int] = {}
+        rows = []
+        for t in pending:
+            ident = (t[0], t[1], t[3], t[4])
+            if ident in intervals:
+                continue
+            tid = intervals[ident] = len(intervals)
+            lo, hi = t[3], t[4]
+            w = (hi - lo) / QUANTILE_BINS
+            exact = t[6] <= EXACT_MAX or passes >= MAX_PASSES or not (np.isfinite(w) and w > 0)
+            rows.append({"tid": tid, "m": t[1], **dict(zip(key_names, t[0], strict=True)), "lo": lo, "hi": hi,
+                         "w": w if not exact else 1.0, "exact": exact})
+        engine.register_frame("quantile_targets", pd.DataFrame(rows, columns=schema.names), schema)
+        frame = engine.sql(f"""
+            SELECT t.tid AS tid, CASE WHEN t.exact THEN b.v ELSE floor((b.v - t.lo) / t.w) END AS cell,
+                   count(*) AS c, min(b.v) AS mn, max(b.v) AS mx
+            FROM ({values}) b JOIN quantile_targets t ON {join}
+            GROUP BY 1, 2""")
+        # Bins are monotone in v: ordered by their minimum they are ordered by value, disjoint.
+        cells: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        for tid, grp in frame.groupby("tid", sort=False):
+            grp = grp.sort_values("mn", kind="stable")
+            cells[int(tid)] = (np.cumsum(grp["c"].to_numpy(dtype="int64")), grp["mn"].to_numpy(dtype="float64"),
+                               grp["mx"].to_numpy(dtype="float64"))
+        for t in pending:
+            cum, mns, mxs = cells[intervals[(t[0], t[1], t[3], t[4])]]
+            local = t[2] - t[5]
+            j = int(np.searchsorted(cum, local, side="right"))  # first bin whose cumulative count > local
+            before = int(cum[j - 1]) if j else 0
+            t[3], t[4], t[5], t[6] = float(mns[j]), float(mxs[j]), t[5] + before, int(cum[j]) - before
+    out: dict[tuple, list[float]] = {}
+    for (key, m), (n, _, _) in wanted.items():
+        qs = []
+        for q in fractions:
+            h = (n - 1) * float(q)
+            lo_r, hi_r = int(np.floor(h)), int(np.ceil(h))
+            qs.append(_lerp(targets[(key, m, lo_r)][7], targets[(key, m, hi_r)][7], h - lo_r))
+        out[(key, m)] = qs
+    return out
 
 
 def has_column(table: str, column: str) -> bool:
@@ -119,14 +217,18 @@ class Metrics:
             self._finalizer = weakref.finalize(self, engine.close)
         engine.register_capture(capture)
         handed_off = handed_off_turns(capture, per_capture=True)
-        self.turn_frame = conversation_turns(capture, per_capture=True, handed_off=handed_off)
-        turns = self.turn_frame.copy()
+        engine.register_frame("fold_map", fold_map(capture, handed_off), FOLD_SCHEMA)
+        turns = conversation_turns(capture, per_capture=True, handed_off=handed_off)
+        del handed_off  # one row per flow, every column: not kept while the queries run
         turns["_row"] = np.arange(len(turns), dtype="int64")
         for column in TURN_SCHEMA.names:
             if column not in turns.columns:
                 turns[column] = None
         engine.register_frame("turn_rows", turns, TURN_SCHEMA)
-        engine.register_frame("fold_map", fold_map(capture, handed_off), FOLD_SCHEMA)
+        # What Python still reads of the turns (the conversations block); the rest is the engine's.
+        self.turn_frame = turns[[c for c in (*TURN_SCHEMA.names, *TURN_FRAME_EXTRA) if c in turns.columns]]
+        del turns
+        self._rows: dict[str, int] = {}  # row counts of the statistics' sources (_source_rows)
         self._prepare()
         self._cache: dict[str, Any] = {}
 
@@ -290,28 +392,76 @@ class Metrics:
 
     # -- the statistic, written once ------------------------------------------------------------------
 
-    def _stats_select(self, metrics: dict[str, str]) -> str:
-        """Aggregates for each metric: ``n_i, mean_i, min_i, max_i, q_i`` over its finite values."""
+    def _stats_select(self, metrics: dict[str, str], holistic: bool) -> str:
+        """Aggregates for each metric: ``n_i, mean_i, min_i, max_i`` over its finite values, and
+        ``q_i`` (the percentiles, by the engine's exact aggregate) when ``holistic``."""
         parts = []
         for i, expr in enumerate(metrics.values()):
             v = f"(CASE WHEN {FINITE.format(x=expr)} THEN CAST({expr} AS DOUBLE) END)"
-            parts.append(f"count({v}) AS n_{i}, avg({v}) AS mean_{i}, min({v}) AS min_{i}, max({v}) AS max_{i}, "
-                         f"{self.d.q(v, STAT_FRACTIONS)} AS q_{i}")
+            part = f"count({v}) AS n_{i}, avg({v}) AS mean_{i}, min({v}) AS min_{i}, max({v}) AS max_{i}"
+            if holistic:
+                part += f", {self.d.q(v, STAT_FRACTIONS)} AS q_{i}"
+            parts.append(part)
         return ", ".join(parts)
 
     def grouped_stats(self, source: str, metrics: dict[str, str], groups: Sequence[str] = (),
                       where: str = "TRUE", extra: str = "") -> pd.DataFrame:
-        """One row per group: the group columns, ``extra`` aggregates, and a stats dict per metric."""
+        """One row per group: the group columns, ``extra`` aggregates, and a stats dict per metric.
+
+        A source of at most :data:`HOLISTIC_MAX` rows gets its percentiles from the engine's own exact
+        aggregate in the same query (it holds a group's values: a few MB here); a larger one from
+        :func:`exact_quantiles`' rank passes, which hold none. Both are NumPy's linear method."""
         cols = [f"{g} AS g{i}" for i, g in enumerate(groups)]
-        select = ", ".join([*cols, *([extra] if extra else []), self._stats_select(metrics)])
-        group_by = f" GROUP BY {', '.join(f'g{i}' for i in range(len(groups)))}" if groups else ""
-        if groups:  # group by the select's aliases: both engines accept ordinal positions
-            group_by = " GROUP BY " + ", ".join(str(i + 1) for i in range(len(groups)))
+        holistic = self._source_rows(source, where) <= HOLISTIC_MAX
+        # Each group's key as text: how the percentile passes find the group's values again.
+        keys = [] if holistic else [f"CAST({g} AS STRING) AS k{i}" for i, g in enumerate(groups)]
+        select = ", ".join([*cols, *keys, *([extra] if extra else []), self._stats_select(metrics, holistic)])
+        # group by the select's aliases: both engines accept ordinal positions
+        n_group = len(groups) * (1 if holistic else 2)
+        group_by = " GROUP BY " + ", ".join(str(i + 1) for i in range(n_group)) if groups else ""
         frame = self.engine.sql(f"SELECT {select} FROM {source} WHERE {where}{group_by}")
+        if holistic:
+            for i, name in enumerate(metrics):
+                frame[name] = [stats_from(*row) for row in zip(frame[f"n_{i}"], frame[f"mean_{i}"],
+                                                                 frame[f"min_{i}"], frame[f"max_{i}"], frame[f"q_{i}"],
+                                                                 strict=True)]
+            return frame
+        key_sql = "".join(f"CAST({g} AS STRING) AS k{i}, " for i, g in enumerate(groups))
+        group_keys = [[_key(k) for k in frame[f"k{j}"]] for j in range(len(groups))]
+        wanted = {}
+        for i in range(len(metrics)):
+            for row in range(len(frame)):
+                n = frame[f"n_{i}"].iloc[row]
+                if n is not None and not pd.isna(n) and int(n) > 0:
+                    key = tuple(col[row] for col in group_keys)
+                    wanted[(key, i)] = (int(n), float(frame[f"min_{i}"].iloc[row]), float(frame[f"max_{i}"].iloc[row]))
+        # The values once, compact (key, metric, value): every pass scans them, not the joins behind them.
+        self.engine.materialize("quantile_values", " UNION ALL ".join(
+            f"SELECT {key_sql}{i} AS m, CAST({expr} AS DOUBLE) AS v FROM {source} "
+            f"WHERE ({where}) AND {FINITE.format(x=expr)}" for i, expr in enumerate(metrics.values())))
+        try:
+            quantiles = exact_quantiles(self.engine, "SELECT * FROM quantile_values", len(groups), wanted,
+                                        STAT_FRACTIONS)
+        finally:
+            self.engine.drop("quantile_values")
         for i, name in enumerate(metrics):
+            qs = [quantiles.get((tuple(col[row] for col in group_keys), i), [None] * len(STAT_FRACTIONS))
+                  for row in range(len(frame))]
             frame[name] = [stats_from(*row) for row in zip(frame[f"n_{i}"], frame[f"mean_{i}"], frame[f"min_{i}"],
-                                                             frame[f"max_{i}"], frame[f"q_{i}"], strict=True)]
+                                                             frame[f"max_{i}"], qs, strict=True)]
         return frame
+
+    def _source_rows(self, source: str, where: str) -> int:
+        """An upper bound of the rows of ``source``: a table's count, or a query source's, counted
+        once; a source ``table alias JOIN ...`` counts as its first table (every join of the report's
+        sources is many-to-one: it adds no rows)."""
+        first = source.split()[0]
+        key = first if first.isidentifier() else f"({source}) WHERE {where}"
+        if key not in self._rows:
+            query = (f"SELECT count(*) AS n FROM {first}" if first.isidentifier()
+                     else f"SELECT count(*) AS n FROM {source} WHERE {where}")
+            self._rows[key] = int(self.engine.sql(query)["n"].iloc[0])
+        return self._rows[key]
 
     def stats_of(self, source: str, expr: str, where: str = "TRUE") -> dict[str, Any]:
         frame = self.grouped_stats(source, {"x": expr}, where=where)
@@ -322,6 +472,7 @@ class Metrics:
         arr = pd.to_numeric(pd.Series(values, dtype="object" if not isinstance(values, pd.Series) else None),
                             errors="coerce").astype("float64")
         self.engine.register_frame("_values", pd.DataFrame({"v": arr.to_numpy()}), pa.schema([("v", pa.float64())]))
+        self._rows.pop("_values", None)  # a new frame under the same name
         return self.stats_of("_values", "v")
 
     # -- report blocks ------------------------------------------------------------------------------
@@ -492,6 +643,26 @@ class Metrics:
             "flows_with_error": int(span["with_error"]),
             "paths": [str(p) for p in self.capture.paths],
         }
+
+    def conversation_counts(self) -> dict[str, int]:
+        """``count`` (distinct conversation ids of turns, messages and history reads), ``messages``
+        (distinct message ids) and ``branch_points``: messages (not placeholders such as
+        ``client-created-root``) with more than one child, a message's parent being the one its
+        earliest sighting that names one gives (by ``seen_at``; a tie goes to the smaller parent id)."""
+        row = self.engine.sql("""
+            SELECT (SELECT count(DISTINCT conversation_id) FROM (
+                        SELECT conversation_id FROM turn_rows UNION ALL SELECT conversation_id FROM messages
+                        UNION ALL SELECT conversation_id FROM conversation_reads) c) AS conversations,
+                   (SELECT count(DISTINCT message_id) FROM messages) AS messages,
+                   (SELECT count(*) FROM (
+                        SELECT p.parent_id FROM (
+                            SELECT message_id, parent_id,
+                                   row_number() OVER (PARTITION BY message_id ORDER BY seen_at NULLS LAST, parent_id) AS rn
+                            FROM messages WHERE message_id IS NOT NULL AND parent_id IS NOT NULL) p
+                        WHERE p.rn = 1 AND p.parent_id IN (SELECT message_id FROM messages WHERE message_id IS NOT NULL)
+                        GROUP BY p.parent_id HAVING count(*) > 1) b) AS branch_points""").iloc[0]
+        return {"count": int(row["conversations"]), "messages": int(row["messages"]),
+                "branch_points": int(row["branch_points"])}
 
     def counts(self, table: str, keys: dict[str, tuple[str, str]], columns: Sequence[str]) -> dict[str, dict[str, int]]:
         """Per entry ``name: (expression, fill)`` of ``keys``: {value: rows} of ``table`` grouped by the

@@ -174,7 +174,8 @@ class Capture:
         """The table ``name`` as a DataFrame (timestamps as tz-aware UTC)."""
         key = (name, tuple(columns) if columns is not None else None)
         if key not in self._cache:
-            self._cache[key] = self.arrow(name, columns).to_pandas()
+            # self_destruct: each Arrow column is released as it is converted (half the peak of a big table)
+            self._cache[key] = self.arrow(name, columns).to_pandas(split_blocks=True, self_destruct=True)
         return self._cache[key]
 
     def counts(self) -> dict[str, int]:

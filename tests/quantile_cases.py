@@ -1,0 +1,52 @@
+"""Groups of values built to break a sloppy out-of-core percentile (``analyzer.engine.metrics.
+exact_quantiles``), and the check of one engine's answer against NumPy's on the same values."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from analyzer.engine import metrics as engine_metrics
+from analyzer.engine.metrics import Metrics
+
+VALUES_SCHEMA = pa.schema([("g", pa.string()), ("v", pa.float64())])
+
+
+def adversarial_groups() -> dict[str | None, np.ndarray]:
+    rng = np.random.default_rng(7)
+    edge = np.repeat([1.0, 2.0, 3.0], [40, 35, 25])  # ties straddling the ranks and the bins' edges
+    return {
+        "one": np.array([42.5]),
+        "two": np.array([-3.0, 7.0]),
+        "negative": -rng.lognormal(2, 1, size=997),
+        "mixed_sign": np.concatenate([-rng.exponential(5, 600), rng.exponential(5, 600), [0.0, -0.0, 0.0]]),
+        "ties_on_edges": np.concatenate([edge, np.nextafter(2.0, 3.0) * np.ones(3), np.nextafter(2.0, 1.0) * np.ones(2)]),
+        "one_bin_huge_n": np.full(30_000, 13.25),
+        "two_values_huge_n": np.repeat([5.0, 5.000000000000001], [20_000, 10_001]),
+        "on_a_rank": np.arange(101, dtype="float64") * 0.5,  # (n - 1) * q is an integer for every q
+        "eleven": np.arange(11, dtype="float64") ** 3,
+        "non_finite": np.array([np.nan, np.inf, -np.inf, 1.0, 4.0, np.nan, 9.0, -np.inf]),
+        "only_non_finite": np.array([np.nan, np.inf, -np.inf]),
+        "wide": np.concatenate([[-1.5e308, 1.5e308, 5e-324], rng.normal(0, 1e-3, 5000)]),
+        "wide_finite": np.concatenate([[-1e300, 1e300], rng.normal(0, 1e-3, 3000)]),
+        "long_tail": rng.lognormal(3, 2.5, size=20_000),
+        None: np.array([1.0, 2.0, 2.0, 10.0]),  # a NULL group key is a group of its own
+    }
+
+
+def frame_of(groups: dict[str | None, np.ndarray]) -> pd.DataFrame:
+    return pd.DataFrame({"g": np.concatenate([[k] * len(v) for k, v in groups.items()]).astype(object),
+                         "v": np.concatenate(list(groups.values()))})
+
+
+def engine_stats(metrics: Metrics, groups: dict[str | None, np.ndarray], monkeypatch, *, bins: int = 7,
+                 exact_max: int = 5) -> dict:
+    """Every group's statistic on ``metrics``' engine, with small bins so that each rank takes
+    several passes (the default bins would fetch these groups' values at once)."""
+    monkeypatch.setattr(engine_metrics, "QUANTILE_BINS", bins)
+    monkeypatch.setattr(engine_metrics, "EXACT_MAX", exact_max)
+    monkeypatch.setattr(engine_metrics, "HOLISTIC_MAX", 0)  # the rank passes, not the engine's own percentile
+    metrics.engine.register_frame("adversarial_values", frame_of(groups), VALUES_SCHEMA)
+    frame = metrics.grouped_stats("adversarial_values", {"v": "v"}, ["g"])
+    return {(None if not isinstance(g, str) else g): s for g, s in zip(frame["g0"], frame["v"], strict=True)}
