@@ -107,6 +107,8 @@ def test_memory_limit_and_private_spill_directory(generated):
     engine = open_engine("duckdb", memory_limit="256MB")
     limit = engine.con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
     assert limit.replace(" ", "").upper().startswith(("256", "244"))  # DuckDB prints MiB
+    # The engine's own percentile up to an eighth of the limit in values (8 bytes each): 244.1 MiB / 64.
+    assert engine.holistic_max_rows == int(244.1 * 1024**2) // 64
     spill = engine.con.execute("SELECT current_setting('temp_directory')").fetchone()[0]
     assert stat.S_IMODE(os.stat(spill).st_mode) == 0o700
     metrics = open_metrics(load_capture(generated), engine)
@@ -307,7 +309,7 @@ def test_out_of_core_percentiles_are_numpys_on_adversarial_groups(tmp_path, monk
 
 @pytest.mark.parametrize("by", [None, "model", "hour"])
 def test_rank_passes_give_the_report_of_the_engines_own_percentile(generated, two_captures, monkeypatch, by):
-    """Sources above HOLISTIC_MAX rows take the rank passes: forced on every statistic (with small
+    """Sources above the engine's holistic_max_rows take the rank passes: forced on every statistic (with small
     bins, so each rank takes several passes), the whole report is the one-query report's."""
     from analyzer.engine import metrics as engine_metrics
     from tests.numbers import same_report

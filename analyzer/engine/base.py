@@ -40,7 +40,7 @@ class Dialect:
 DUCKDB = Dialect(
     name="duckdb",
     # quantile_cont interpolates between closest ranks: NumPy's default ("linear") method. Holistic (it
-    # holds a group's values): for sources up to metrics.HOLISTIC_MAX rows; larger ones take rank passes.
+    # holds a group's values): for sources up to Engine.holistic_max_rows rows; larger ones take rank passes.
     quantiles="quantile_cont({x}, [{qs}])",
     day="strftime({ts}, '%Y-%m-%d')",
     hour="strftime({ts}, '%Y-%m-%dT%H:00Z')",
@@ -74,6 +74,9 @@ class Engine(abc.ABC):
     """
 
     dialect: Dialect
+    # The most rows a statistic's source may have for the engine's own (holistic) exact percentile,
+    # which holds the values; larger sources take analyzer.engine.metrics.exact_quantiles' passes.
+    holistic_max_rows: int = 4_000_000
 
     @abc.abstractmethod
     def register_parts(self, name: str, parts: Sequence[tuple[str, Sequence[str]]], schema: pa.Schema) -> None:

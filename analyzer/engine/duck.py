@@ -3,6 +3,7 @@ directory), the report's default."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -17,6 +18,21 @@ DEFAULT_MEMORY_LIMIT = "1GB"
 
 def _quote(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
+
+
+_UNITS = {"": 1, "b": 1, "byte": 1, "bytes": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4,
+          "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4}
+
+
+def _size_bytes(text: str) -> int:
+    """DuckDB's printed memory limit (``953.6 MiB``) in bytes."""
+    m = re.fullmatch(r"\s*([0-9.]+)\s*([A-Za-z]*)\s*", text or "")
+    if not m or m.group(2).lower() not in _UNITS:
+        return DEFAULT_HOLISTIC_BYTES
+    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+
+
+DEFAULT_HOLISTIC_BYTES = 1024**3  # a limit DuckDB prints in a way we do not read: as the default 1 GB
 
 
 class DuckDBEngine(Engine):
@@ -35,6 +51,8 @@ class DuckDBEngine(Engine):
         if threads:
             self.con.execute(f"SET threads = {int(threads)}")
         self.con.execute("SET TimeZone = 'UTC'")
+        limit = self.con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+        self.holistic_max_rows = max(1, _size_bytes(limit) // 64)
 
     def register_parts(self, name: str, parts: Sequence[tuple[str, Sequence[str]]], schema: pa.Schema) -> None:
         import pyarrow.parquet as pq

@@ -105,9 +105,10 @@ def _key(value: Any) -> str | None:
 QUANTILE_BINS = 2048
 EXACT_MAX = 2048
 MAX_PASSES = 24
-# Up to this many rows in a statistic's source the engine's own exact percentile runs instead (one
-# query, where the passes take three or four): it holds the group's values, 8 bytes each.
-HOLISTIC_MAX = 4_000_000
+# Up to ``Engine.holistic_max_rows`` rows in a statistic's source (DuckDB: its memory_limit / 64, the
+# values an eighth of it) the engine's own exact percentile runs instead: one query, where the passes
+# take three or four, holding the source's values (8 bytes each). A number here overrides the engine's.
+HOLISTIC_MAX: int | None = None
 
 
 def _lerp(a: float, b: float, t: float) -> float:
@@ -408,11 +409,12 @@ class Metrics:
                       where: str = "TRUE", extra: str = "") -> pd.DataFrame:
         """One row per group: the group columns, ``extra`` aggregates, and a stats dict per metric.
 
-        A source of at most :data:`HOLISTIC_MAX` rows gets its percentiles from the engine's own exact
+        A source of at most ``engine.holistic_max_rows`` rows gets its percentiles from the engine's own exact
         aggregate in the same query (it holds a group's values: a few MB here); a larger one from
         :func:`exact_quantiles`' rank passes, which hold none. Both are NumPy's linear method."""
         cols = [f"{g} AS g{i}" for i, g in enumerate(groups)]
-        holistic = self._source_rows(source, where) <= HOLISTIC_MAX
+        holistic = self._source_rows(source, where) <= (
+            HOLISTIC_MAX if HOLISTIC_MAX is not None else self.engine.holistic_max_rows)
         # Each group's key as text: how the percentile passes find the group's values again.
         keys = [] if holistic else [f"CAST({g} AS STRING) AS k{i}" for i, g in enumerate(groups)]
         select = ", ".join([*cols, *keys, *([extra] if extra else []), self._stats_select(metrics, holistic)])
