@@ -11,7 +11,8 @@ Definitions (``docs/metrics.md`` has them in full, with where each query is):
 * ``tpot_ms`` = (offset of the last text event − of the first) / (tokens − 1), tokens from the matched
   beacon's ``count_tokens`` (web) or ``completion_tokens`` (API) when > 0, else the text events;
 * a statistic is ``{n, mean, min, p50, p90, p95, p99, max}`` of the finite values, percentiles exact
-  and linearly interpolated between closest ranks (NumPy's default method), found out of core by
+  and linearly interpolated between closest ranks (NumPy's default method): by the engine's own
+  aggregate for a source of at most ``Engine.holistic_max_rows`` rows, else out of core by
   :func:`exact_quantiles` (rank passes of hash aggregations: nothing holds a group's values).
 
 What is not an aggregation stays Python on small tables: the conversation turns with their WebSocket
@@ -422,12 +423,17 @@ class Metrics:
         n_group = len(groups) * (1 if holistic else 2)
         group_by = " GROUP BY " + ", ".join(str(i + 1) for i in range(n_group)) if groups else ""
         frame = self.engine.sql(f"SELECT {select} FROM {source} WHERE {where}{group_by}")
-        if holistic:
-            for i, name in enumerate(metrics):
-                frame[name] = [stats_from(*row) for row in zip(frame[f"n_{i}"], frame[f"mean_{i}"],
-                                                                 frame[f"min_{i}"], frame[f"max_{i}"], frame[f"q_{i}"],
-                                                                 strict=True)]
-            return frame
+        passes = None if holistic else self._pass_quantiles(frame, source, metrics, groups, where)
+        for i, name in enumerate(metrics):
+            qs = frame[f"q_{i}"] if passes is None else passes[i]
+            frame[name] = [stats_from(*row) for row in zip(frame[f"n_{i}"], frame[f"mean_{i}"], frame[f"min_{i}"],
+                                                             frame[f"max_{i}"], qs, strict=True)]
+        return frame
+
+    def _pass_quantiles(self, frame: pd.DataFrame, source: str, metrics: dict[str, str], groups: Sequence[str],
+                        where: str) -> list[list]:
+        """Per metric, the percentiles of each row (group) of ``frame`` by :func:`exact_quantiles`: one set
+        of passes for all metrics."""
         key_sql = "".join(f"CAST({g} AS STRING) AS k{i}, " for i, g in enumerate(groups))
         group_keys = [[_key(k) for k in frame[f"k{j}"]] for j in range(len(groups))]
         wanted = {}
@@ -442,16 +448,12 @@ class Metrics:
             f"SELECT {key_sql}{i} AS m, CAST({expr} AS DOUBLE) AS v FROM {source} "
             f"WHERE ({where}) AND {FINITE.format(x=expr)}" for i, expr in enumerate(metrics.values())))
         try:
-            quantiles = exact_quantiles(self.engine, "SELECT * FROM quantile_values", len(groups), wanted,
-                                        STAT_FRACTIONS)
+            found = exact_quantiles(self.engine, "SELECT * FROM quantile_values", len(groups), wanted, STAT_FRACTIONS)
         finally:
             self.engine.drop("quantile_values")
-        for i, name in enumerate(metrics):
-            qs = [quantiles.get((tuple(col[row] for col in group_keys), i), [None] * len(STAT_FRACTIONS))
-                  for row in range(len(frame))]
-            frame[name] = [stats_from(*row) for row in zip(frame[f"n_{i}"], frame[f"mean_{i}"], frame[f"min_{i}"],
-                                                             frame[f"max_{i}"], qs, strict=True)]
-        return frame
+        empty = [None] * len(STAT_FRACTIONS)
+        return [[found.get((tuple(col[row] for col in group_keys), i), empty) for row in range(len(frame))]
+                for i in range(len(metrics))]
 
     def _source_rows(self, source: str, where: str) -> int:
         """An upper bound of the rows of ``source``: a table's count, or a query source's, counted
