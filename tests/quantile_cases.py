@@ -41,10 +41,12 @@ def frame_of(groups: dict[str | None, np.ndarray]) -> pd.DataFrame:
 
 
 def engine_stats(metrics: Metrics, groups: dict[str | None, np.ndarray], monkeypatch, *, bins: int = 7,
-                 exact_max: int = 5) -> dict:
+                 exact_max: int = 5, cell_budget: int = 0) -> dict:
     """Every group's statistic on ``metrics``' engine, with small bins so that each rank takes
-    several passes (the default bins would fetch these groups' values at once)."""
+    several passes (the default bins would fetch these groups' values at once). ``cell_budget``
+    > 0: bins per interval as many as that budget allows (the default's adaptive bins)."""
     monkeypatch.setattr(engine_metrics, "QUANTILE_BINS", bins)
+    monkeypatch.setattr(engine_metrics, "CELL_BUDGET", cell_budget)
     monkeypatch.setattr(engine_metrics, "EXACT_MAX", exact_max)
     monkeypatch.setattr(engine_metrics, "HOLISTIC_MAX", 0)  # the rank passes, not the engine's own percentile
     metrics.engine.register_frame("adversarial_values", frame_of(groups), VALUES_SCHEMA)

@@ -287,12 +287,16 @@ def test_out_of_memory_is_one_line_naming_the_capture(generated):
 # -- the out-of-core percentiles on values built to break them ------------------------------------
 
 
-def test_out_of_core_percentiles_are_numpys_on_adversarial_groups(tmp_path, monkeypatch):
+@pytest.mark.parametrize("bins", ["fixed", "adaptive"])
+def test_out_of_core_percentiles_are_numpys_on_adversarial_groups(tmp_path, monkeypatch, bins):
+    """Fixed: 7 bins an interval, each rank several passes. Adaptive: the default's bins per pass
+    (as many as CELL_BUDGET allows, up to MAX_BINS), most ranks found in two passes."""
     from tests.quantile_cases import adversarial_groups, engine_stats
 
     groups = adversarial_groups()
     metrics = open_metrics(load_capture(write_capture(tmp_path / "empty.parquet", {})), "duckdb")
-    got = engine_stats(metrics, groups, monkeypatch)
+    got = engine_stats(metrics, groups, monkeypatch,
+                       **({"bins": 2048, "cell_budget": 1_000_000} if bins == "adaptive" else {}))
     metrics.close()
     assert set(got) == set(groups)
     for key, values in groups.items():
@@ -318,8 +322,25 @@ def test_rank_passes_give_the_report_of_the_engines_own_percentile(generated, tw
         want = build_report(capture, by=by)
         monkeypatch.setattr(engine_metrics, "HOLISTIC_MAX", 0)
         monkeypatch.setattr(engine_metrics, "QUANTILE_BINS", 16)
+        monkeypatch.setattr(engine_metrics, "CELL_BUDGET", 0)
         monkeypatch.setattr(engine_metrics, "EXACT_MAX", 8)
         got = build_report(capture, by=by)
         monkeypatch.undo()
         assert same_report(got, want)
         assert got["latency"]["observed"]["itl_ms"]["n"] > 0
+
+
+# -- the dialect's string literals ------------------------------------------------------------------
+
+HOSTILE_LITERALS = ["it's", r'"(?i)\"a\\b\s*"', "\\", "'; DROP TABLE x; --", r"[^\"\\]+", "\\'"]
+
+
+def test_duckdb_string_literals_are_the_text_exactly():
+    """What a regex given to the engine must survive: quotes and backslashes, unchanged."""
+    import duckdb
+
+    from analyzer.engine.base import DUCKDB
+
+    con = duckdb.connect()
+    for text in HOSTILE_LITERALS:
+        assert con.execute(f"SELECT {DUCKDB.literal(text)}").fetchone()[0] == text

@@ -12,7 +12,7 @@ Notebook use::
     m.engine.sql("SELECT model, count(*) FROM answers GROUP BY model")   # any SQL over the tables
 
 Every table of the capture is a view of its name; the metric tables (``answers``, ``gap_answers``,
-``text_events``, ``beacons`` …) are described in ``analyzer.engine.metrics`` and docs/metrics.md.
+``answer_text``, ``beacons`` …) are described in ``analyzer.engine.metrics`` and docs/metrics.md.
 """
 
 from __future__ import annotations

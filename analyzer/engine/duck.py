@@ -3,9 +3,11 @@ directory), the report's default."""
 
 from __future__ import annotations
 
+import logging
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import Sequence
 
 import pandas as pd
@@ -14,6 +16,8 @@ import pyarrow as pa
 from analyzer.engine.base import DUCKDB, Engine, empty_select, sql_type
 
 DEFAULT_MEMORY_LIMIT = "1GB"
+log = logging.getLogger(__name__)
+_FIRST_SOURCE = re.compile(r"\bFROM\s+(\w+)", re.IGNORECASE)  # the first table a query names (for -vv)
 
 
 def _quote(text: str) -> str:
@@ -84,7 +88,9 @@ class DuckDBEngine(Engine):
             self.con.unregister(f"_frame_{name}")
 
     def materialize(self, name: str, query: str) -> None:
+        started = time.perf_counter()
         self.con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS {query}")
+        log.debug("table %s in %.3f s", name, time.perf_counter() - started)  # analyze -vv: where the time goes
 
     def view(self, name: str, query: str) -> None:
         self.con.execute(f"CREATE OR REPLACE TEMP VIEW {name} AS {query}")
@@ -93,7 +99,12 @@ class DuckDBEngine(Engine):
         self.con.execute(f"DROP TABLE IF EXISTS {name}")
 
     def sql(self, query: str) -> pd.DataFrame:
-        return self.con.execute(query).df()
+        started = time.perf_counter()
+        out = self.con.execute(query).df()
+        source = _FIRST_SOURCE.search(query)
+        log.debug("query over %s, %d rows, in %.3f s", source[1] if source else "?", len(out),
+                  time.perf_counter() - started)
+        return out
 
     def close(self) -> None:
         try:

@@ -106,6 +106,11 @@ def _key(value: Any) -> str | None:
 QUANTILE_BINS = 2048
 EXACT_MAX = 2048
 MAX_PASSES = 24
+# A pass with few intervals cuts each into more bins, up to MAX_BINS, so that it brings back up to
+# CELL_BUDGET (tid, bin) rows: the ranks of a few big groups are then found in two passes (a bin of
+# one distinct value needs no further one) where 2048 bins take three or four.
+MAX_BINS = 65536
+CELL_BUDGET = 1_000_000
 # Up to ``Engine.holistic_max_rows`` rows in a statistic's source (DuckDB: its memory_limit / 64, the
 # values an eighth of it) the engine's own exact percentile runs instead: one query, where the passes
 # take three or four, holding the source's values (8 bytes each). A number here overrides the engine's.
@@ -153,14 +158,18 @@ def exact_quantiles(engine: Engine, values: str, n_keys: int, wanted: dict[tuple
             break
         passes += 1
         intervals: dict[tuple, int] = {}
-        rows = []
         for t in pending:
-            ident = (t[0], t[1], t[3], t[4])
-            if ident in intervals:
+            intervals.setdefault((t[0], t[1], t[3], t[4]), len(intervals))
+        bins = max(QUANTILE_BINS, min(MAX_BINS, CELL_BUDGET // len(intervals)))
+        rows = []
+        done: set[int] = set()
+        for t in pending:
+            tid = intervals[(t[0], t[1], t[3], t[4])]
+            if tid in done:
                 continue
-            tid = intervals[ident] = len(intervals)
+            done.add(tid)
             lo, hi = t[3], t[4]
-            w = (hi - lo) / QUANTILE_BINS
+            w = (hi - lo) / bins
             exact = t[6] <= EXACT_MAX or passes >= MAX_PASSES or not (np.isfinite(w) and w > 0)
             rows.append({"tid": tid, "m": t[1], **dict(zip(key_names, t[0], strict=True)), "lo": lo, "hi": hi,
                          "w": w if not exact else 1.0, "exact": exact})
@@ -284,14 +293,16 @@ class Metrics:
             # One capture: a view (nothing copied); several: the repeated rows dropped once, kept.
             e.materialize(f"u_{name}", query) if self.multi else e.view(f"u_{name}", query)
         distinct = "DISTINCT " if self.multi else ""
-        # The one pass over stream_events: text events with their gap to the previous one of the flow.
-        e.materialize("text_events", f"""
-            SELECT flow_id, seq, offset_ms,
-                   offset_ms - lag(offset_ms) OVER (PARTITION BY flow_id ORDER BY seq) AS itl_ms
-            FROM (SELECT {distinct}flow_id, seq, offset_ms FROM stream_events
-                  WHERE flow_id IS NOT NULL AND offset_ms IS NOT NULL AND text <> '') t""")
-        e.materialize("timed_flows", "SELECT DISTINCT flow_id FROM stream_events "
-                                     "WHERE flow_id IS NOT NULL AND offset_ms IS NOT NULL")
+        # Timed events (an arrival offset) of stream_events; combined captures repeat (flow_id, seq): once.
+        timed = (f"SELECT {distinct}flow_id, seq, offset_ms, text <> '' AS is_text FROM stream_events "
+                 "WHERE flow_id IS NOT NULL AND offset_ms IS NOT NULL")
+        # Pass 1 over stream_events, an aggregation: per timed flow its text events' count and the
+        # offsets of the first and last (by seq). Pass 2 (gap_answers below) is the window.
+        e.materialize("flow_text", f"""
+            SELECT flow_id, count(*) FILTER (WHERE is_text) AS n_text,
+                   min_by(offset_ms, seq) FILTER (WHERE is_text) AS first_ms,
+                   max_by(offset_ms, seq) FILTER (WHERE is_text) AS last_ms
+            FROM ({timed}) t GROUP BY flow_id""")
         # Every flow -> the answer it belongs to: itself, or (a resume) the turn it continues.
         e.materialize("answer_flows", """
             SELECT flow_id, flow_id AS answer_id, 0.0 AS shift_ms FROM turn_rows
@@ -300,13 +311,11 @@ class Metrics:
         e.materialize("answer_text", """
             SELECT af.answer_id, min(f.first_ms + af.shift_ms) AS first_ms, max(f.last_ms + af.shift_ms) AS last_ms,
                    sum(f.n_text) AS n_text
-            FROM (SELECT flow_id, min_by(offset_ms, seq) AS first_ms, max_by(offset_ms, seq) AS last_ms,
-                         count(*) AS n_text
-                  FROM text_events GROUP BY flow_id) f
-            JOIN answer_flows af ON af.flow_id = f.flow_id
+            FROM flow_text f JOIN answer_flows af ON af.flow_id = f.flow_id
             GROUP BY af.answer_id""")
-        e.materialize("timed_answers", "SELECT DISTINCT af.answer_id FROM timed_flows t "
-                                       "JOIN answer_flows af ON af.flow_id = t.flow_id")
+        e.materialize("timed_answers", "SELECT DISTINCT af.answer_id FROM flow_text f "
+                                       "JOIN answer_flows af ON af.flow_id = f.flow_id")
+        e.drop("flow_text")
         # The token count a beacon reported for a request (the first beacon of that request id).
         e.materialize("request_tokens", """
             SELECT server_request_id, min_by(count_tokens, flow_id) AS count_tokens FROM u_latency_beacons
@@ -354,10 +363,13 @@ class Metrics:
             LEFT JOIN u_flows fl ON fl.flow_id = a.flow_id
             {api_label_join}""")
         finite_reported = FINITE.format(x="reported_tokens") + " AND reported_tokens > 0"
+        # answer_no: the answer's number, what a gap carries instead of its answer's flow id (a
+        # string): 8 bytes a gap, where 100M gaps with their ids would spill gigabytes.
         e.materialize("answers", f"""
             SELECT *,
                    CASE WHEN has_timing AND n_text_events >= 2 AND tokens > 1
-                        THEN (last_ms - first_ms) / (tokens - 1) END AS tpot_ms
+                        THEN (last_ms - first_ms) / (tokens - 1) END AS tpot_ms,
+                   row_number() OVER (ORDER BY kind DESC, _row, flow_id) AS answer_no
             FROM (SELECT r.*, {self._time_key('day', 'r.started_at')} AS day,
                          {self._time_key('hour', 'r.started_at')} AS hour,
                          CASE WHEN r.has_timing THEN r.stored_ttft_ms END AS ttft_ms,
@@ -366,13 +378,25 @@ class Metrics:
                               ELSE CAST(n_text_events AS DOUBLE) END AS tokens,
                          CASE WHEN {finite_reported} THEN reported_source ELSE 'text_events' END AS token_source
                   FROM answer_rows r) a""")
-        # Each gap with the answer it belongs to (its kind and group keys come from `answers`).
-        # kind, model and is_codex ride along: the pooled and per-model ITL need no join after this one.
-        e.materialize("gap_answers", """
-            SELECT g.itl_ms, af.answer_id, a.kind, a.model, a.is_codex FROM text_events g
-            JOIN answer_flows af ON af.flow_id = g.flow_id JOIN answers a ON a.flow_id = af.answer_id
+        # Each flow with a number of its own (flow_no) and its answer's number, kind, model and is_codex
+        # (the keys gaps are grouped by).
+        e.materialize("flow_answers", """
+            SELECT af.flow_id, row_number() OVER (ORDER BY af.flow_id) AS flow_no, a.answer_no, a.kind, a.model,
+                   a.is_codex
+            FROM answer_flows af JOIN answers a ON a.flow_id = af.answer_id""")
+        # Pass 2 over stream_events, the window: every gap between consecutive text events of a flow,
+        # with its answer (kind, model and is_codex ride along: the pooled and per-model ITL need no
+        # join after this one; other keys join answers on answer_no). The window partitions by the
+        # flow's number, not its id: it sorts 24 bytes an event where the id makes it 60 (and spills
+        # less under --memory-limit).
+        e.materialize("gap_answers", f"""
+            SELECT g.itl_ms, fa.answer_no, fa.kind, fa.model, fa.is_codex FROM (
+                SELECT flow_no, offset_ms - lag(offset_ms) OVER (PARTITION BY flow_no ORDER BY seq) AS itl_ms
+                FROM (SELECT n.flow_no, t.seq, t.offset_ms FROM ({timed}) t
+                      JOIN flow_answers n ON n.flow_id = t.flow_id WHERE t.is_text) numbered) g
+            JOIN flow_answers fa ON fa.flow_no = g.flow_no
             WHERE g.itl_ms IS NOT NULL""")
-        e.drop("text_events")  # every later query reads gap_answers or answer_text
+        e.drop("flow_answers")
         beacon_label_join, beacon_label = self._label_join("latency_beacons", "b")
         e.materialize("keyed_turns", """
             SELECT * FROM (SELECT a.*, row_number() OVER (PARTITION BY cf_ray ORDER BY _row) AS _rn
@@ -443,14 +467,23 @@ class Metrics:
                 if n is not None and not pd.isna(n) and int(n) > 0:
                     key = tuple(col[row] for col in group_keys)
                     wanted[(key, i)] = (int(n), float(frame[f"min_{i}"].iloc[row]), float(frame[f"max_{i}"].iloc[row]))
-        # The values once, compact (key, metric, value): every pass scans them, not the joins behind them.
-        self.engine.materialize("quantile_values", " UNION ALL ".join(
+        values = " UNION ALL ".join(
             f"SELECT {key_sql}{i} AS m, CAST({expr} AS DOUBLE) AS v FROM {source} "
-            f"WHERE ({where}) AND {FINITE.format(x=expr)}" for i, expr in enumerate(metrics.values())))
-        try:
-            found = exact_quantiles(self.engine, "SELECT * FROM quantile_values", len(groups), wanted, STAT_FRACTIONS)
-        finally:
-            self.engine.drop("quantile_values")
+            f"WHERE ({where}) AND {FINITE.format(x=expr)}" for i, expr in enumerate(metrics.values()))
+        if not wanted:
+            found = {}
+        elif len(metrics) == 1 and " join " not in f" {source.lower()} ":
+            # One metric of one table (the ITL of gap_answers): every pass scans the table itself.
+            found = exact_quantiles(self.engine, values, len(groups), wanted, STAT_FRACTIONS)
+        else:
+            # The values once, compact (key, metric, value): every pass scans them, not the joins
+            # (or the union of metrics) behind them.
+            self.engine.materialize("quantile_values", values)
+            try:
+                found = exact_quantiles(self.engine, "SELECT * FROM quantile_values", len(groups), wanted,
+                                        STAT_FRACTIONS)
+            finally:
+                self.engine.drop("quantile_values")
         empty = [None] * len(STAT_FRACTIONS)
         return [[found.get((tuple(col[row] for col in group_keys), i), empty) for row in range(len(frame))]
                 for i in range(len(metrics))]
@@ -495,7 +528,7 @@ class Metrics:
         if key in (None, "model"):
             gaps = self.grouped_stats("gap_answers a", {"itl_ms": "a.itl_ms"}, ["a.kind", f"a.{g}" if key else g])
         else:
-            gaps = self.grouped_stats("gap_answers ga JOIN answers a ON a.flow_id = ga.answer_id",
+            gaps = self.grouped_stats("gap_answers ga JOIN answers a ON a.answer_no = ga.answer_no",
                                       {"itl_ms": "ga.itl_ms"}, ["a.kind", f"a.{g}"])
         itl = {(r.g0, r.g1): r.itl_ms for r in gaps.itertuples(index=False)}
         out = {}
@@ -699,13 +732,13 @@ class Metrics:
     def answer_metrics(self) -> pd.DataFrame:
         """One row per answer: :data:`ANSWER_COLUMNS` (``itl_p50_ms`` its median gap, ``n_gaps``)."""
         per = self.engine.sql(f"""
-            SELECT answer_id AS flow_id, count(*) AS n_gaps, {self.d.q('itl_ms', [0.5])} AS q
-            FROM gap_answers GROUP BY answer_id""")
+            SELECT answer_no, count(*) AS n_gaps, {self.d.q('itl_ms', [0.5])} AS q
+            FROM gap_answers GROUP BY answer_no""")
         per["itl_p50_ms"] = [float(q[0]) for q in per["q"]]
         times = self.engine.sql(f"""SELECT flow_id, {self.d.day.format(ts='started_at')} AS day,
                                            {self.d.hour.format(ts='started_at')} AS hour FROM answers""")
         out = self.answers().drop(columns=["day", "hour"]).merge(times, on="flow_id", how="left")
-        out = out.merge(per[["flow_id", "n_gaps", "itl_p50_ms"]], on="flow_id", how="left")
+        out = out.merge(per[["answer_no", "n_gaps", "itl_p50_ms"]], on="answer_no", how="left")
         out["n_gaps"] = out["n_gaps"].fillna(0).astype("int64")
         return out[ANSWER_COLUMNS].reset_index(drop=True)
 
@@ -716,7 +749,7 @@ class Metrics:
         if key == "model":  # gap_answers carries kind and model itself
             source, alias = "gap_answers a", "a"
         else:
-            source, alias = "gap_answers ga JOIN answers a ON a.flow_id = ga.answer_id", "ga"
+            source, alias = "gap_answers ga JOIN answers a ON a.answer_no = ga.answer_no", "ga"
         step = points - 1
         frame = self.engine.sql(f"""
             SELECT g, v FROM (
@@ -736,7 +769,7 @@ class Metrics:
         """p50 of ``metric`` (``ttft_ms`` or ``itl_ms``) per ``bucket`` (``hour``/``day``) and group of ``key``
         over turns: columns bucket, g, n, p50."""
         if metric == "itl_ms":
-            source, value = "gap_answers ga JOIN answers a ON a.flow_id = ga.answer_id", "ga.itl_ms"
+            source, value = "gap_answers ga JOIN answers a ON a.answer_no = ga.answer_no", "ga.itl_ms"
         else:
             source, value = "answers a", f"a.{metric}"
         when = (self.d.day if bucket == "day" else self.d.hour).format(ts="a.started_at")
@@ -748,8 +781,8 @@ class Metrics:
         """Every gap of ``kind`` answers: flow_id (the answer's), model_slug, itl_ms. Per gap: for a
         notebook or an export that wants them; the report never calls this."""
         frame = self.engine.sql(f"""
-            SELECT ga.answer_id AS flow_id, a.model AS model_slug, ga.itl_ms FROM gap_answers ga
-            JOIN answers a ON a.flow_id = ga.answer_id WHERE a.kind = '{kind}'""")
+            SELECT a.flow_id, a.model AS model_slug, ga.itl_ms FROM gap_answers ga
+            JOIN answers a ON a.answer_no = ga.answer_no WHERE a.kind = '{kind}'""")
         frame["flow_id"] = pd.Categorical(frame["flow_id"].astype(object))
         frame["model_slug"] = pd.Categorical(frame["model_slug"].astype(object))
         return frame
