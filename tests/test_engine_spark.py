@@ -24,6 +24,7 @@ from analyzer.analysis.report import build_report
 from analyzer.engine import open_metrics
 from analyzer.store import load_capture
 from tests.test_latency import known_rows, write_capture
+from tests.test_telemetry import telemetry_rows
 
 # pyspark warns about pandas 3 on every conversion; the numbers are asserted below.
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::FutureWarning"),
@@ -90,10 +91,13 @@ def _both(spark, paths, by=None) -> tuple[dict, dict]:
 
 
 def test_known_fixture_and_its_combined_copy(spark, tmp_path):
-    first = write_capture(tmp_path / "live.parquet", known_rows())
-    again = write_capture(tmp_path / "import.parquet", known_rows())  # the same flows again: counted once
+    rows = known_rows() | telemetry_rows()  # the identifiers' regexes run as RE2 and as java.util.regex
+    first = write_capture(tmp_path / "live.parquet", rows)
+    again = write_capture(tmp_path / "import.parquet", rows)  # the same flows again: counted once
     duck, sp = _both(spark, [first])
     assert duck["latency"]["observed"]["itl_ms"]["n"] == 7  # hand-worked in tests/test_latency.py
+    # hand-worked in tests/test_telemetry.py
+    assert len(duck["telemetry"]["identifiers"]) == 10 and duck["telemetry"]["events_naming_a_conversation"] == 4
     assert_same(duck, sp)
     duck, sp = _both(spark, [first, again], by="model")
     assert duck["latency"]["observed"]["turns"] == 4
@@ -151,3 +155,11 @@ def test_out_of_core_percentiles_on_adversarial_groups_match_numpy(spark, tmp_pa
             for name, w in zip(("p50", "p90", "p95", "p99"), want, strict=True):
                 assert math.isclose(got[key][name], w, rel_tol=1e-12, abs_tol=1e-12), (key, name)
             assert (got[key]["min"], got[key]["max"]) == (finite.min(), finite.max())
+
+
+def test_spark_string_literals_are_the_text_exactly(spark):
+    from analyzer.engine.base import SPARK
+    from tests.test_engine import HOSTILE_LITERALS
+
+    for text in HOSTILE_LITERALS:
+        assert spark.sql(f"SELECT {SPARK.literal(text)} AS s").collect()[0]["s"] == text

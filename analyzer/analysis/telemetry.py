@@ -8,8 +8,10 @@ shows up as a link). Identifiers come from columns (Segment ``userId``/``anonymo
 ``userID``/``stableID``/``sid``, Datadog ``session_id``/``usr.id``), from keys found inside the JSON of
 Segment ``context``/``properties``, Statsig ``custom_ids`` and the metrics' and logs' attributes
 (``workspace_id``, ``deviceID``, OTel ``session.id``, …), and from the request headers the web app and
-the Codex CLI send with every call (``Oai-Device-Id``, ``Chatgpt-Account-Id``, ``Oai-Session-Id``),
-each extracted with one vectorised regex pass.
+the Codex CLI send with every call (``Oai-Device-Id``, ``Chatgpt-Account-Id``, ``Oai-Session-Id``).
+The identifiers and the report's link counts are queries run by the engine (``analyzer.engine``):
+the regexes below, given to DuckDB's RE2 or Spark's java.util.regex, find the JSON members and
+headers; nothing per event is held in Python.
 """
 
 from __future__ import annotations
@@ -20,11 +22,8 @@ import re
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 
-from analyzer.analysis.latency import isin
-from analyzer.schema import TABLES
-from analyzer.store import Capture, CaptureError
+from analyzer.store import Capture
 
 log = logging.getLogger(__name__)
 
@@ -104,118 +103,181 @@ def telemetry_logs(capture: Capture) -> pd.DataFrame:
     return frame
 
 
-def _from_headers(capture: Capture) -> pd.DataFrame:
-    """Identifier request headers: one sighting per (flow, header value); the flow id is the event.
-    Only the flows whose headers name an identifier leave the Parquet scan (a capture's flows, each
-    with its headers, would not fit in memory)."""
-    files = capture.part_files("flows")
-    empty = pd.DataFrame(columns=["event", "host", "kind", "value", "source"])
-    if not files:
-        return empty
-    headers = pc.field("request_headers")
-    try:
-        flows = ds.dataset(files, schema=TABLES["flows"], format="parquet").to_table(
-            columns=COLUMNS["flows"], filter=pc.match_substring(headers, "-id", ignore_case=True)
-            & pc.match_substring_regex(headers, _ID_HEADER.pattern, ignore_case=True)).to_pandas()
-    except (pa.ArrowInvalid, OSError) as exc:  # as Capture.arrow: damage inside a part whose footer is whole
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise CaptureError(f"{capture.paths[0]}: table flows cannot be read: {first}") from exc
-    if len(capture.paths) > 1 and len(flows):
-        flows = flows.drop_duplicates("flow_id", ignore_index=True)
-    text = flows["request_headers"].astype("str")
-    if text.empty:
-        return empty
-    found = text.str.extractall(_ID_HEADER)
-    if found.empty:
-        return empty
-    rows = found.index.get_level_values(0)
-    return pd.DataFrame({"event": flows.loc[rows, "flow_id"].to_numpy(),
-                         "host": flows.loc[rows, "host"].fillna(UNKNOWN_HOST).to_numpy(),
-                         "kind": found["key"].str.lower().map(_HEADER_TO_KIND).to_numpy(),
-                         "value": found["value"].to_numpy(), "source": "headers"})
+# -- identifiers, by the engine ------------------------------------------------------------------
+#
+# One query finds every sighting (source, event, host, kind, value) in the columns and, with the
+# regexes above, inside the JSON columns and the request headers; the identifiers table and the
+# report's link counts are GROUP BY queries over it. Nothing per event comes back to Python, so an
+# egress proxy's year of analytics costs the engine's memory limit, not the report's.
+
+def _sql_regex(pattern: re.Pattern) -> str:
+    """A Python pattern for RE2 (DuckDB) and java.util.regex (Spark): groups unnamed, case folded."""
+    return "(?i)" + re.sub(r"\(\?P<\w+>", "(", pattern.pattern)
 
 
-def _from_columns(frame: pd.DataFrame, source: str, columns: dict[str, str]) -> pd.DataFrame:
-    parts = []
-    for column, kind in columns.items():
-        vals = frame[column]
-        ok = vals.notna() & (vals.astype("str") != "")
-        parts.append(pd.DataFrame({"event": frame.index[ok], "host": frame["host"][ok].to_numpy(),
-                                   "kind": kind, "value": vals[ok].astype("str").to_numpy()}))
-    out = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["event", "host", "kind", "value"])
-    out["source"] = source
-    return out
+def _kind_case(key_sql: str, mapping: dict[str, str], normalise: bool) -> str:
+    """``CASE`` mapping a matched key to its identifier kind (NULL: not one we know)."""
+    key = f"lower({key_sql})"
+    if normalise:  # as KEY_TO_KIND's keys: no '.', '_' or '-'
+        key = f"replace(replace(replace({key}, '.', ''), '_', ''), '-', '')"
+    whens = " ".join(f"WHEN '{k}' THEN '{v}'" for k, v in mapping.items())
+    return f"CASE {key} {whens} END"
 
 
-def _from_json(frame: pd.DataFrame, source: str, columns: list[str]) -> pd.DataFrame:
-    parts = []
-    for column in columns:
-        text = frame[column].dropna().astype("str")
-        if text.empty:
-            continue
-        found = text.str.extractall(ID_MEMBER)
-        if found.empty:
-            continue
-        rows = found.index.get_level_values(0)
-        key = found["key"].str.lower().str.replace(r"[._-]", "", regex=True)
-        parts.append(pd.DataFrame({"event": rows, "host": frame.loc[rows, "host"].to_numpy(),
-                                   "kind": key.map(KEY_TO_KIND).to_numpy(), "value": found["value"].to_numpy()}))
-    if not parts:
-        return pd.DataFrame(columns=["event", "host", "kind", "value", "source"])
-    out = pd.concat(parts, ignore_index=True)
-    out["source"] = source
-    return out
+# (table, source name, identifier columns -> kind, JSON columns searched with ID_MEMBER)
+_SIGHTING_SOURCES = (
+    ("segment_events", "segment", {"user_id": "user_id", "anonymous_id": "anonymous_id"}, ("context", "properties")),
+    ("statsig_events", "statsig", {"user_id": "user_id", "stable_id": "stable_id", "session_id": "session_id"},
+     ("custom_ids",)),
+    ("telemetry_metrics", "metrics", {}, ("attributes", "resource")),
+    ("telemetry_logs", "logs", {"session_id": "session_id", "user_id": "user_id"}, ("attributes",)),
+)
 
 
-def identifier_sightings(capture: Capture) -> pd.DataFrame:
-    """Long form: one row per (source, event, kind, value) with the host the event went to."""
-    seg = segment_events(capture)
-    st = statsig_events(capture)
-    metrics = telemetry_metrics(capture)
-    logs = telemetry_logs(capture)
-    frames = [
-        _from_columns(seg, "segment", {"user_id": "user_id", "anonymous_id": "anonymous_id"}),
-        _from_json(seg, "segment", ["context", "properties"]),
-        _from_columns(st, "statsig", {"user_id": "user_id", "stable_id": "stable_id", "session_id": "session_id"}),
-        _from_json(st, "statsig", ["custom_ids"]),
-        _from_json(metrics, "metrics", ["attributes", "resource"]),
-        _from_columns(logs, "logs", {"session_id": "session_id", "user_id": "user_id"}),
-        _from_json(logs, "logs", ["attributes"]),
-        _from_headers(capture),
-    ]
-    frames = [f for f in frames if len(f)]
-    if not frames:
-        return pd.DataFrame({c: pd.Series(dtype="str") for c in ("source", "host", "kind", "value")}
-                            | {"event": pd.Series(dtype="int64")})
-    out = pd.concat(frames, ignore_index=True)
+def _engine_for(capture: Capture, engine=None):
+    """(engine, multi, own): ``engine`` (an Engine over ``capture``, or a Metrics) or a DuckDB one opened here."""
+    from analyzer.engine import Engine, Metrics, open_engine
+
+    if isinstance(engine, Metrics):
+        return engine.engine, engine.multi, False
+    if isinstance(engine, Engine):
+        return engine, len(capture.paths) > 1, False
+    opened = open_engine("duckdb")
+    opened.register_capture(capture)
+    return opened, len(capture.paths) > 1, True
+
+
+def _prepare_sightings(engine, multi: bool) -> None:
+    """Tables ``tel_<source>`` (each event with a row id, ``host`` filled) and ``id_sightings``,
+    once per engine."""
+    if getattr(engine, "_sightings_prepared", False):
+        return
+    d = engine.dialect
+    member, header = d.literal(_sql_regex(ID_MEMBER)), d.literal(_sql_regex(_ID_HEADER))
+    selects = []
+    for table, source, columns, json_columns in _SIGHTING_SOURCES:
+        cols = ", ".join(COLUMNS[table])
+        rows = f"SELECT {'DISTINCT ' if multi else ''}{cols} FROM {table}"  # combined captures: once
+        # Row ids are drawn once, in a kept table: every sighting of an event names the same one.
+        engine.materialize(f"tel_{source}", f"""
+            SELECT CAST({d.row_id} AS STRING) AS _event, {", ".join(c for c in COLUMNS[table] if c != "host")},
+                   COALESCE(host, '{UNKNOWN_HOST}') AS host FROM ({rows}) r""")
+        for column, kind in columns.items():
+            selects.append(f"SELECT '{source}' AS source, _event AS event, host, '{kind}' AS kind, CAST({column} AS STRING) "
+                           f"AS value FROM tel_{source} WHERE {column} IS NOT NULL AND CAST({column} AS STRING) <> ''")
+        for column in json_columns:
+            selects.append(f"""
+                SELECT '{source}' AS source, _event AS event, host,
+                       {_kind_case(f"regexp_extract(m, {member}, 1)", KEY_TO_KIND, True)} AS kind,
+                       regexp_extract(m, {member}, 2) AS value
+                FROM (SELECT _event, host, {d.explode.format(x=f"regexp_extract_all({column}, {member}, 0)")} AS m
+                      FROM tel_{source} WHERE {column} IS NOT NULL) j""")
+    # Identifier request headers; the flow is the event. The LIKE keeps the regex off most flows.
+    flows = (f"SELECT {'DISTINCT ' if multi else ''}flow_id, host, request_headers FROM flows "
+             "WHERE lower(request_headers) LIKE '%-id\"%'")
+    selects.append(f"""
+        SELECT 'headers' AS source, flow_id AS event, COALESCE(host, '{UNKNOWN_HOST}') AS host,
+               {_kind_case(f"regexp_extract(m, {header}, 1)", _HEADER_TO_KIND, False)} AS kind,
+               regexp_extract(m, {header}, 2) AS value
+        FROM (SELECT flow_id, host, {d.explode.format(x=f"regexp_extract_all(request_headers, {header}, 0)")} AS m
+              FROM ({flows}) f) h""")
     # The same id in a column and again in the JSON of one event is one sighting.
-    return out.drop_duplicates(["source", "event", "kind", "value"], ignore_index=True)
+    engine.materialize("id_sightings", f"""
+        SELECT DISTINCT source, event, host, kind, value FROM ({" UNION ALL ".join(selects)}) s
+        WHERE kind IS NOT NULL AND value IS NOT NULL AND value <> ''""")
+    engine._sightings_prepared = True
 
 
-def identifiers(capture: Capture, sightings: pd.DataFrame | None = None) -> pd.DataFrame:
-    """One row per (identifier kind, host): distinct_values, events, hosts (sharing a value), sources."""
-    s = sightings if sightings is not None else identifier_sightings(capture)
-    if s.empty:
+def identifier_sightings(capture: Capture, engine=None) -> pd.DataFrame:
+    """Long form: one row per (source, event, kind, value) with the host the event went to; ``event``
+    is a row id within its source (a flow id for ``headers``). ``engine``: an Engine over the
+    capture or a Metrics (default: DuckDB, opened for the call)."""
+    eng, multi, own = _engine_for(capture, engine)
+    try:
+        _prepare_sightings(eng, multi)
+        out = eng.sql("SELECT source, event, host, kind, value FROM id_sightings ORDER BY source, event, kind, value")
+    finally:
+        if own:
+            eng.close()
+    return out.astype({c: "object" for c in out.columns})
+
+
+def identifiers(capture: Capture, engine=None) -> pd.DataFrame:
+    """One row per (identifier kind, host): distinct_values, events, hosts (every host that received
+    one of the same values, itself included), sources; kinds in :data:`KINDS` order, then hosts."""
+    eng, multi, own = _engine_for(capture, engine)
+    try:
+        _prepare_sightings(eng, multi)
+        counts = eng.sql("""
+            SELECT s.kind, s.host, s.distinct_values, e.events FROM (
+                SELECT kind, host, count(DISTINCT value) AS distinct_values FROM id_sightings GROUP BY kind, host) s
+            JOIN (SELECT kind, host, count(*) AS events FROM (SELECT DISTINCT kind, host, source, event
+                  FROM id_sightings) x GROUP BY kind, host) e ON e.kind = s.kind AND e.host = s.host""")
+        sources = eng.sql("SELECT DISTINCT kind, host, source FROM id_sightings")
+        # Hosts sharing a value: every (kind, value, host) paired with each host of that (kind, value).
+        shared = eng.sql("""
+            SELECT DISTINCT a.kind, a.host, b.host AS other FROM (SELECT DISTINCT kind, value, host FROM id_sightings) a
+            JOIN (SELECT DISTINCT kind, value, host FROM id_sightings) b ON b.kind = a.kind AND b.value = a.value""")
+    finally:
+        if own:
+            eng.close()
+    if counts.empty:
         return pd.DataFrame({c: pd.Series(dtype="object") for c in IDENTIFIER_COLUMNS})
-    grouped = s.groupby(["kind", "host"], sort=False).agg(
-        distinct_values=("value", "nunique"),
-        sources=("source", lambda v: sorted(set(v))),
-    )
-    # An event is identified by (source, row): the same row number in Segment and Statsig are two events.
-    events = s.drop_duplicates(["kind", "host", "source", "event"]).groupby(["kind", "host"]).size()
-    grouped["events"] = events.reindex(grouped.index).to_numpy()
-    # Hosts sharing a value: pair every (kind, value, host) with every other host of that (kind, value).
-    vh = s[["kind", "value", "host"]].drop_duplicates()
-    pairs = vh.merge(vh, on=["kind", "value"], suffixes=("", "_other"))
-    shared = pairs.groupby(["kind", "host"])["host_other"].agg(lambda h: sorted(set(h)))
-    grouped["hosts"] = shared.reindex(grouped.index).to_numpy()
-    out = grouped.reset_index()
+    by_sources: dict[tuple, set] = {}
+    for k, h, src in zip(sources["kind"], sources["host"], sources["source"], strict=True):
+        by_sources.setdefault((k, h), set()).add(src)
+    by_hosts: dict[tuple, set] = {}
+    for k, h, other in zip(shared["kind"], shared["host"], shared["other"], strict=True):
+        by_hosts.setdefault((k, h), set()).add(other)
     order = {k: i for i, k in enumerate(KINDS)}
-    out["_order"] = out["kind"].map(order).fillna(len(KINDS))
-    out = out.sort_values(["_order", "kind", "host"], ignore_index=True)
-    out["distinct_values"] = out["distinct_values"].astype("int64")
-    out["events"] = out["events"].astype("int64")
-    return out[IDENTIFIER_COLUMNS]
+    rows = sorted(zip(counts["kind"], counts["host"], counts["distinct_values"], counts["events"], strict=True),
+                  key=lambda r: (order.get(r[0], len(KINDS)), r[0], r[1]))
+    return pd.DataFrame({
+        "kind": [r[0] for r in rows], "host": [r[1] for r in rows],
+        "distinct_values": pd.Series([int(r[2]) for r in rows], dtype="int64"),
+        "events": pd.Series([int(r[3]) for r in rows], dtype="int64"),
+        "hosts": [sorted(by_hosts.get((r[0], r[1]), ())) for r in rows],
+        "sources": [sorted(by_sources.get((r[0], r[1]), ())) for r in rows],
+    })[IDENTIFIER_COLUMNS]
+
+
+_CAPTURED_CONVERSATIONS = """
+    SELECT DISTINCT conversation_id FROM (
+        SELECT conversation_id FROM conversation_turns UNION ALL SELECT conversation_id FROM messages
+        UNION ALL SELECT conversation_id FROM conversation_reads) x
+    WHERE conversation_id IS NOT NULL"""
+
+
+def _link_rows(engine) -> str:
+    """The query of every analytics event (and log record) that names a conversation: source,
+    flow_id, event, conversation_id (a column, else the page's ``/c/<id>``), captured."""
+    in_path = engine.dialect.literal(_CONVERSATION_IN_PATH)
+
+    def named(column: str, page: str) -> str:
+        return f"COALESCE({column}, NULLIF(regexp_extract({page}, {in_path}, 1), ''))"
+
+    return f"""
+        SELECT n.source, n.flow_id, n.event, n.conversation_id, k.conversation_id IS NOT NULL AS captured
+        FROM (SELECT 'segment' AS source, flow_id, event, {named('conversation_id', 'page_path')} AS conversation_id
+              FROM tel_segment
+              UNION ALL SELECT 'statsig', flow_id, event_name, {named('conversation_id', 'current_page')}
+              FROM tel_statsig
+              UNION ALL SELECT 'logs', flow_id, message, conversation_id FROM tel_logs) n
+        LEFT JOIN ({_CAPTURED_CONVERSATIONS}) k ON k.conversation_id = n.conversation_id
+        WHERE n.conversation_id IS NOT NULL"""
+
+
+def _link_counts(engine) -> dict[str, int]:
+    """The report's three link counts (after :func:`_prepare_sightings`): events naming a
+    conversation, those naming a captured one, and how many captured conversations they name."""
+    row = engine.sql(f"""
+        SELECT count(*) AS naming, sum(CASE WHEN captured THEN 1 ELSE 0 END) AS inside,
+               count(DISTINCT CASE WHEN captured THEN conversation_id END) AS linked
+        FROM ({_link_rows(engine)}) l""").iloc[0]
+    inside = row["inside"]
+    return {"events_naming_a_conversation": int(row["naming"]),
+            "events_in_conversations": 0 if inside is None or pd.isna(inside) else int(inside),
+            "conversations_linked": int(row["linked"])}
 
 
 def captured_conversations(capture: Capture) -> pd.Index:
@@ -226,27 +288,25 @@ def captured_conversations(capture: Capture) -> pd.Index:
     return pd.Index(pc.unique(ids.drop_null()).to_pandas())
 
 
-def conversation_links(capture: Capture) -> pd.DataFrame:
+def conversation_links(capture: Capture, engine=None) -> pd.DataFrame:
     """Analytics events (and log records) that name a conversation: source, flow_id, event,
     conversation_id, captured. A log record's ``event`` is its message; it names the conversation
-    of the page it was logged on (``view.url``)."""
-    seg = segment_events(capture)
-    st = statsig_events(capture)
-    logs = telemetry_logs(capture)
-    frames = []
-    for source, frame, name in (("segment", seg, "event"), ("statsig", st, "event_name"), ("logs", logs, "message")):
-        named = frame[frame["conversation_id"].notna()]
-        frames.append(pd.DataFrame({"source": source, "flow_id": named["flow_id"].to_numpy(),
-                                    "event": named[name].to_numpy(),
-                                    "conversation_id": named["conversation_id"].to_numpy()}))
-    out = pd.concat(frames, ignore_index=True)
-    out["captured"] = isin(out["conversation_id"].astype("str"), captured_conversations(capture).to_series())
+    of the page it was logged on (``view.url``). One row per event: for a notebook (the report counts
+    them in the engine)."""
+    eng, multi, own = _engine_for(capture, engine)
+    try:
+        _prepare_sightings(eng, multi)
+        out = eng.sql(f"SELECT * FROM ({_link_rows(eng)}) l ORDER BY source, flow_id, conversation_id")
+    finally:
+        if own:
+            eng.close()
+    out["captured"] = out["captured"].astype(bool)
     return out
 
 
 def telemetry_report(capture: Capture, metrics=None) -> dict:
-    """The report's ``telemetry`` object: counts by the engine (``metrics``, an
-    ``analyzer.engine.Metrics``, or one prepared here), identifiers and links in pandas (regexes)."""
+    """The report's ``telemetry`` object, every number by the engine (``metrics``, an
+    ``analyzer.engine.Metrics``, or one prepared here): counts, identifiers and links."""
     from analyzer.analysis.report import _metrics
 
     with _metrics(capture, metrics) as m:
@@ -254,8 +314,8 @@ def telemetry_report(capture: Capture, metrics=None) -> dict:
 
 
 def _telemetry_report(capture: Capture, m) -> dict:
-    links = conversation_links(capture)
-    ids = identifiers(capture)
+    ids = identifiers(capture, m)  # prepares the tel_* tables _link_counts reads
+    links = _link_counts(m.engine)
 
     host = ("host", UNKNOWN_HOST)
     seg = m.counts("segment_events", {"event": ("COALESCE(event, '(' || COALESCE(type, 'unknown') || ')')", "unknown"),
@@ -280,9 +340,7 @@ def _telemetry_report(capture: Capture, m) -> dict:
             }
             for r in ids.itertuples(index=False)
         ],
-        "events_naming_a_conversation": int(len(links)),
-        "events_in_conversations": int(links["captured"].sum()),
-        "conversations_linked": int(links.loc[links["captured"], "conversation_id"].nunique()),
+        **links,
     }
 
 

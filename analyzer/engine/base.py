@@ -3,8 +3,9 @@
 Every metric of the report is one SQL query (``analyzer.engine.metrics``) written once in the SQL
 both DuckDB and Spark understand. Where the two dialects differ the query calls an entry of the
 small per-engine :class:`Dialect` table below (the percentile function and its array literal, the
-date formatting, how a query result is kept). Four entries did not justify a transpiler
-dependency (SQLGlot) between the query and the engine: the SQL that runs is the SQL in the source.
+date formatting, a list's rows, a row number, how a string literal escapes). Seven entries did not
+justify a transpiler dependency (SQLGlot) between the query and the engine: the SQL that runs is the
+SQL in the source.
 """
 
 from __future__ import annotations
@@ -32,9 +33,18 @@ class Dialect:
     day: str  # {ts} -> 'YYYY-MM-DD' (UTC: every session runs in UTC)
     hour: str  # {ts} -> 'YYYY-MM-DDTHH:00Z'
     timestamp_type: str  # the SQL type of a UTC timestamp column
+    explode: str  # {x}: a list -> one row per element (in a SELECT list)
+    row_id: str  # a number unique to each row of the query it is in (not ordered, not dense)
+    backslash_escapes: bool  # whether a backslash escapes in a string literal
 
     def q(self, x: str, fractions: Sequence[float]) -> str:
         return self.quantiles.format(x=x, qs=", ".join(repr(float(f)) for f in fractions))
+
+    def literal(self, text: str) -> str:
+        """``text`` as a string literal (a regular expression's backslashes kept)."""
+        if self.backslash_escapes:
+            return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+        return "'" + text.replace("'", "''") + "'"
 
 
 DUCKDB = Dialect(
@@ -45,6 +55,9 @@ DUCKDB = Dialect(
     day="strftime({ts}, '%Y-%m-%d')",
     hour="strftime({ts}, '%Y-%m-%dT%H:00Z')",
     timestamp_type="TIMESTAMPTZ",
+    explode="unnest({x})",
+    row_id="row_number() OVER ()",
+    backslash_escapes=False,
 )
 
 SPARK = Dialect(
@@ -54,6 +67,10 @@ SPARK = Dialect(
     day="date_format({ts}, 'yyyy-MM-dd')",
     hour="date_format({ts}, \"yyyy-MM-dd'T'HH:00'Z'\")",
     timestamp_type="TIMESTAMP",
+    explode="explode({x})",
+    # one pass, no shuffle (row_number() OVER () would move every row to one partition)
+    row_id="monotonically_increasing_id()",
+    backslash_escapes=True,  # spark.sql.parser.escapedStringLiterals is false by default
 )
 
 SQL_TYPES = {pa.string(): "STRING", pa.float64(): "DOUBLE", pa.int64(): "BIGINT", pa.bool_(): "BOOLEAN"}
