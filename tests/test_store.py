@@ -170,6 +170,26 @@ def test_compaction_merges_parts_and_keeps_every_row(tmp_path):
     after = load_capture(path).table("flows").sort_values("flow_id").reset_index(drop=True)
     pd.testing.assert_frame_equal(before, after)
     assert len(pd.read_parquet(path / "flows")) == 5  # foreign readers see the same
+    # small parts gathered into one row group, not one row group each
+    assert pq.ParquetFile(visible_parts(path / "flows")[0]).metadata.num_row_groups == 1
+
+
+def test_compaction_row_groups_are_bounded_by_rows_and_bytes(tmp_path, monkeypatch):
+    from analyzer.store import compact
+    from analyzer.store.compact import compact_capture, visible_parts
+
+    path = tmp_path / "c.parquet"
+    _capture_with_parts(path, 7)
+    monkeypatch.setattr(compact, "ROW_GROUP_ROWS", 3)
+    compact_capture(path)
+    meta = pq.ParquetFile(visible_parts(path / "flows")[0]).metadata
+    assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [3, 3, 1]
+    _capture_with_parts(path, 2)
+    monkeypatch.setattr(compact, "ROW_GROUP_ROWS", 1_000_000)
+    monkeypatch.setattr(compact, "ROW_GROUP_BYTES", 1)  # every part on its own
+    compact_capture(path)
+    meta = pq.ParquetFile(visible_parts(path / "flows")[0]).metadata
+    assert meta.num_rows == 9 and meta.num_row_groups == 3  # the merged part (7 rows) and the two new ones
 
 
 def test_compaction_interrupted_by_a_crash_counts_rows_once_and_is_finished_on_open(tmp_path):

@@ -25,6 +25,7 @@ import time
 import uuid
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from analyzer.schema import TABLES
@@ -33,6 +34,11 @@ from analyzer.store.files import fsync_dir, open_new, partition_dirs
 log = logging.getLogger(__name__)
 
 JOURNAL_GLOB = ".compact-*.json"
+# Small parts are gathered into row groups of up to this many rows or bytes before they are written:
+# a row group per source part would leave a merged file of thousands of tiny row groups (a footer
+# of megabytes, every reader's cost), and the bytes bound keeps long answer texts from piling up.
+ROW_GROUP_ROWS = 1_000_000
+ROW_GROUP_BYTES = 64 * 1024 * 1024
 
 
 def visible_parts(table_dir: Path) -> list[Path]:
@@ -97,10 +103,19 @@ def compact_table(table_dir: Path, name: str, *, min_parts: int = 2) -> int:
         os.replace(journal_tmp, journal)
         with open_new(tmp, mode) as fh:
             with pq.ParquetWriter(fh, schema, compression="zstd") as writer:
+                gathered: list = []
+                rows = size = 0
                 for part in parts:
                     table = pq.read_table(part, schema=schema)
-                    if table.num_rows:
-                        writer.write_table(table, row_group_size=1_000_000)
+                    if not table.num_rows:
+                        continue
+                    gathered.append(table)
+                    rows, size = rows + table.num_rows, size + table.nbytes
+                    if rows >= ROW_GROUP_ROWS or size >= ROW_GROUP_BYTES:
+                        writer.write_table(pa.concat_tables(gathered), row_group_size=ROW_GROUP_ROWS)
+                        gathered, rows, size = [], 0, 0
+                if gathered:
+                    writer.write_table(pa.concat_tables(gathered), row_group_size=ROW_GROUP_ROWS)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, table_dir / merged)
