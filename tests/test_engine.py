@@ -344,3 +344,21 @@ def test_duckdb_string_literals_are_the_text_exactly():
     con = duckdb.connect()
     for text in HOSTILE_LITERALS:
         assert con.execute(f"SELECT {DUCKDB.literal(text)}").fetchone()[0] == text
+
+
+def test_duckdb_draws_no_progress_bar_on_stdout():
+    """DuckDB draws its bar on stdout after 2 s whether stdout is a terminal or not: JSON piped to a
+    file would hold it. Off on every connection chatwire opens; a query of several seconds in a child
+    process writes nothing to stdout."""
+    from analyzer.engine import open_engine
+
+    engine = open_engine("duckdb")
+    try:
+        assert engine.con.execute("SELECT current_setting('enable_progress_bar')").fetchone()[0] is False
+    finally:
+        engine.close()
+    child = ("from analyzer.engine import open_engine\n"
+             "e = open_engine('duckdb')\n"
+             "e.sql('SELECT sum(hash(i)) AS s FROM range(1500000000) t(i)')\n")
+    out = subprocess.run([sys.executable, "-c", child], capture_output=True, timeout=300, check=True)
+    assert out.stdout == b""

@@ -61,6 +61,7 @@ def select_rows(frame: pd.DataFrame, expr: str) -> pd.DataFrame:
     view = rows.assign(_row=range(len(rows)))
     con = duckdb.connect(":memory:")
     try:
+        con.execute("SET enable_progress_bar = false")  # DuckDB draws it on stdout
         con.register("answers", view)
         con.execute("SET enable_external_access = false")
         con.execute("SET python_enable_replacements = false")  # no other Python variable is a table

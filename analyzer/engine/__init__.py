@@ -94,6 +94,7 @@ def stats(values: Iterable[float] | pd.Series) -> dict[str, int | float | None]:
     global _STATS_CON
     if _STATS_CON is None:
         _STATS_CON = (duckdb.connect(), threading.Lock())
+        _STATS_CON[0].execute("SET enable_progress_bar = false")  # DuckDB draws it on stdout
     con, lock = _STATS_CON
     if isinstance(values, pd.Series | pd.Index):
         arr = pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(dtype="float64", na_value=np.nan)

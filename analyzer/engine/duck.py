@@ -52,6 +52,9 @@ class DuckDBEngine(Engine):
         self.con = duckdb.connect(config={"memory_limit": memory_limit, "temp_directory": self._tmp,
                                           # Order is never relied on (every query orders itself).
                                           "preserve_insertion_order": False})
+        # DuckDB draws its progress bar on stdout, tty or not: a report piped to a file would be
+        # JSON with a progress bar in it.
+        self.con.execute("SET enable_progress_bar = false")
         if threads:
             self.con.execute(f"SET threads = {int(threads)}")
         self.con.execute("SET TimeZone = 'UTC'")
