@@ -220,10 +220,15 @@ class MemoryCap:
                 pass
 
 
-def measure(cmd: list[str], cap: MemoryCap | None = None) -> tuple[float, int]:
-    """Run ``cmd``; return (wall seconds, peak RSS bytes) of that process alone."""
+def measure(cmd: list[str], cap: MemoryCap | None = None, stderr: Path | None = None) -> tuple[float, int]:
+    """Run ``cmd``; return (wall seconds, peak RSS bytes) of that process alone (its stderr to ``stderr``)."""
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, preexec_fn=cap.enter if cap else None)
+    err = open(stderr, "wb") if stderr else None  # noqa: SIM115 (closed below, after the wait)
+    try:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, preexec_fn=cap.enter if cap else None)
+    finally:
+        if err:
+            err.close()
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -231,6 +236,23 @@ def measure(cmd: list[str], cap: MemoryCap | None = None) -> tuple[float, int]:
         raise SystemExit(f"{cmd[0]} failed with exit code {proc.returncode}"
                          + (" (killed: over the memory cap?)" if proc.returncode < 0 and cap else ""))
     return wall, usage.ru_maxrss * 1024  # ru_maxrss is in KiB on Linux
+
+
+_PHASE = re.compile(r"DEBUG analyzer\.engine\.duck: (?:table (?P<table>\S+)|query over (?P<source>\S+), \d+ rows,) "
+                    r"in (?P<s>[0-9.]+) s")
+
+
+def phases(log: str, top: int = 8) -> tuple[float, list[tuple[str, float]]]:
+    """The engine's time in all and its ``top`` costliest steps, from a report's ``-vv`` log (the
+    DuckDB engine logs every table it builds and every query it runs, with its time)."""
+    steps: dict[str, float] = {}
+    for line in log.splitlines():
+        m = _PHASE.search(line)
+        if not m:
+            continue
+        name = f"table `{m['table']}`" if m["table"] else f"queries over `{m['source']}`"
+        steps[name] = steps.get(name, 0.0) + float(m["s"])
+    return sum(steps.values()), sorted(steps.items(), key=lambda kv: -kv[1])[:top]
 
 
 def column_bytes(caps: list[str]) -> tuple[int, dict[str, int]]:
@@ -308,6 +330,8 @@ def main() -> None:
     parser.add_argument("--cap", default=None, help="cap the report process's memory, e.g. 2GB")
     parser.add_argument("--section", default=SECTION.removeprefix("## "), help="docs section title")
     parser.add_argument("--docs", type=Path, default=None, help="rewrite this benchmark's section of this file")
+    parser.add_argument("--phases", action="store_true",
+                        help="run the report with -vv and say where its engine time went (DuckDB engine)")
     parser.add_argument("--child", choices=["duckdb"], help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -318,7 +342,9 @@ def main() -> None:
     analyze = str(Path(sys.executable).with_name("analyze"))
     tmp = Path(tempfile.mkdtemp(prefix="chatwire-bench-"))
     ours_json, duck_json = tmp / "report.json", tmp / "duckdb.json"
-    ours_cmd = [analyze, "report", *args.capture, "--format", "json", "-o", str(ours_json), "--engine", args.engine]
+    ours_cmd = [analyze, *(["-vv"] if args.phases else []), "report", *args.capture, "--format", "json", "-o",
+                str(ours_json), "--engine", args.engine]
+    ours_log = tmp / "report.log" if args.phases else None
     if args.memory_limit and args.engine == "duckdb":
         ours_cmd += ["--memory-limit", args.memory_limit]
     duck_cmd = [sys.executable, __file__, *args.capture, "--child", "duckdb", "--out", str(duck_json)]
@@ -330,9 +356,9 @@ def main() -> None:
     runs: dict[str, list[tuple[float, int]]] = {"report": [], "duckdb": []}
     try:
         for i in range(args.runs):
-            order = [("report", ours_cmd, cap), ("duckdb", duck_cmd, None)]
-            for name, cmd, limit in order if i % 2 == 0 else order[::-1]:
-                runs[name].append(measure(cmd, limit))
+            order = [("report", ours_cmd, cap, ours_log), ("duckdb", duck_cmd, None, None)]
+            for name, cmd, limit, log in order if i % 2 == 0 else order[::-1]:
+                runs[name].append(measure(cmd, limit, log))
                 print(f"run {i + 1} {name}: {runs[name][-1][0]:.2f}s, peak RSS {_mib(runs[name][-1][1])}", flush=True)
     finally:
         if cap:
@@ -357,7 +383,8 @@ def main() -> None:
                        + ([f"--memory-limit {args.memory_limit}"] if args.memory_limit else [])
                        + ([f"--baseline-memory-limit {args.baseline_memory_limit}"] if args.baseline_memory_limit else [])
                        + ([f"--goal {args.goal}"] if args.goal != 1.0 else [])
-                       + ([f"--cap {args.cap}"] if args.cap else []))
+                       + ([f"--cap {args.cap}"] if args.cap else [])
+                       + (["--phases"] if args.phases else []))
     lines = [
         f"Run on {platform.node() or 'this machine'}: {os.cpu_count()} CPU(s), Python {platform.python_version()}, "
         f"{_duck_version()}, {time.strftime('%Y-%m-%d', time.gmtime())}; `{command}` on "
@@ -384,6 +411,14 @@ def main() -> None:
         "spills the rest; only per-answer rows come back to Python. The machine is shared with other jobs, "
         "so single runs vary; the median is reported.",
     ]
+    if ours_log is not None and ours_log.exists():
+        engine_s, top = phases(ours_log.read_text(errors="replace"))
+        if top:
+            lines += ["", f"Where the report's time went (its last run, `-vv`): {engine_s:.1f} s in the engine's "
+                      f"tables and queries, the rest ({max(t_ours - engine_s, 0):.1f} s at the median) interpreter "
+                      "start, imports, reading the small tables into pandas and the conversation turns. "
+                      "The costliest steps:", "", "| step | seconds |", "|---|---:|"]
+            lines += [f"| {name} | {sec:.2f} |" for name, sec in top]
     body = "\n".join(lines)
     print()
     print(body)

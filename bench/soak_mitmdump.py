@@ -30,8 +30,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import multiprocessing as mp
+import os
 import shlex
 import shutil
 import signal
@@ -56,6 +58,7 @@ from _common import (  # noqa: E402
     SEGMENT,
     STATSIG,
     STREAM_EVENTS,
+    cpu_seconds,
     fd_count,
     machine,
     replace_docs_section,
@@ -144,16 +147,53 @@ def flood_worker(ports: tuple[int, int], origin: int, active, counts, stop, quot
     asyncio.run(run())
 
 
+def _count_parts(directory: Path) -> int:
+    """Published part files of one table (the writer adds one per flush that had rows)."""
+    try:
+        return sum(1 for e in os.scandir(directory) if e.name.endswith(".parquet") and not e.name.startswith("."))
+    except OSError:
+        return 0
+
+
+def _cost(samples: list[dict], lo: float, hi: float) -> dict:
+    """The addon's mitmdump between two times: CPU ms per flow through it (all threads, and the
+    event loop's alone) and flows per second while it was the active proxy."""
+    inside = [s for s in samples if lo <= s["t"] <= hi and "cpu_addon" in s]  # older runs did not sample CPU
+    if len(inside) < 2:
+        return {}
+    a, b = inside[0], inside[-1]
+    flows = b["flows_addon"] - a["flows_addon"]
+    # A sample notes the proxy active when it was taken: the one of the interval it ends.
+    active = sum(y["t"] - x["t"] for x, y in itertools.pairwise(inside) if y.get("active") == "addon")
+    if flows <= 0:
+        return {"parts": b.get("parts")}
+    return {"cpu_ms_per_flow": (b["cpu_addon"] - a["cpu_addon"]) * 1000 / flows,
+            "main_ms_per_flow": (b["cpu_addon_main"] - a["cpu_addon_main"]) * 1000 / flows,
+            "flows_per_s": flows / active if active else float("nan"), "parts": b.get("parts")}
+
+
 def _p(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
 def projected_change(x: list[float], y: list[float]) -> float:
     """Least-squares slope of y on x times the span of x: how much y grew from the first x to the last."""
+    return projected_change_ci(x, y)[0]
+
+
+def projected_change_ci(x: list[float], y: list[float]) -> tuple[float, float, float]:
+    """:func:`projected_change` and its 95% confidence interval (the slope's standard error from the
+    residuals, normal quantile): how far the noise of the points lets the change be from the estimate."""
     if len(x) < 2 or max(x) == min(x):
-        return 0.0
-    slope = np.polyfit(np.asarray(x, float), np.asarray(y, float), 1)[0]
-    return float(slope * (max(x) - min(x)))
+        return 0.0, 0.0, 0.0
+    xa, ya = np.asarray(x, float), np.asarray(y, float)
+    slope, intercept = np.polyfit(xa, ya, 1)
+    span = float(xa.max() - xa.min())
+    if len(xa) < 3:
+        return float(slope * span), float("nan"), float("nan")
+    residual = ya - (slope * xa + intercept)
+    se = float(np.sqrt(residual @ residual / (len(xa) - 2) / ((xa - xa.mean()) @ (xa - xa.mean()))))
+    return float(slope * span), float((slope - 1.96 * se) * span), float((slope + 1.96 * se) * span)
 
 
 def summarise(records: list[dict], samples: list[dict], args: argparse.Namespace, run_s: float) -> dict:
@@ -173,8 +213,16 @@ def summarise(records: list[dict], samples: list[dict], args: argparse.Namespace
             row[f"{p}_p50"], row[f"{p}_p99"], row[f"{p}_n"] = _p(lat[p], 50), _p(lat[p], 99), len(lat[p])
         row["added_p50"] = row["addon_p50"] - row["baseline_p50"]
         row["added_p99"] = row["addon_p99"] - row["baseline_p99"]
+        row.update(_cost(samples, lo, hi))
         minutes.append(row)
+    every = {p: [r["lat_ms"] for r in records if r["proxy"] == p] for p in PROXIES}
+    whole = {p: {"p50": _p(v, 50), "p99": _p(v, 99), "n": len(v)} for p, v in every.items()}
+    return flatness(minutes, samples, args, run_s) | {"whole_run": whole}
 
+
+def flatness(minutes: list[dict], samples: list[dict], args: argparse.Namespace, run_s: float) -> dict:
+    """The slopes and the verdict from the per-minute rows and the /proc samples (``--from-json``
+    runs this again on a saved summary)."""
     warm_t = args.warmup * run_s
     idle = [s for s in samples if s.get("addon_idle")]  # at the end of a baseline window
     steady = [s for s in idle if s["t"] >= warm_t]
@@ -199,11 +247,13 @@ def summarise(records: list[dict], samples: list[dict], args: argparse.Namespace
                                                  [r["added_p99"] for r in steady_min]),
                       "bound": args.max_added_p99_growth_ms, "unit": "ms"},
     }
-    for check in checks.values():
+    series = {"rss": (flows, [s["rss_addon"] for s in steady]), "fds": (flows, [s["fds_addon"] for s in steady]),
+              "added_p50": ([r["t_mid"] for r in steady_min], [r["added_p50"] for r in steady_min]),
+              "added_p99": ([r["t_mid"] for r in steady_min], [r["added_p99"] for r in steady_min])}
+    for name, check in checks.items():
         check["flat"] = bool(check["change"] <= check["bound"])
-    every = {p: [r["lat_ms"] for r in records if r["proxy"] == p] for p in PROXIES}
-    whole = {p: {"p50": _p(v, 50), "p99": _p(v, 99), "n": len(v)} for p, v in every.items()}
-    return {"minutes": minutes, "checks": checks, "whole_run": whole, "flat": all(c["flat"] for c in checks.values()),
+        check["ci95"] = list(projected_change_ci(*series[name])[1:])
+    return {"minutes": minutes, "checks": checks, "flat": all(c["flat"] for c in checks.values()),
             "steady_from_s": warm_t, "rss_at_steady_start_mib": rss0}
 
 
@@ -225,6 +275,9 @@ def markdown(summary: dict) -> str:
         f"{run['probe_events']} events {run['probe_gap_ms']:g} ms apart; RSS and open descriptors of both",
         f"mitmdumps read from /proc every {run['sample_every_s']:g} s and at each window's end; the table's",
         "RSS and fds, and the slopes, are those at the end of the baseline's windows (the addon idle).",
+        "The addon's cost per minute: CPU time (/proc/PID/stat, all threads; in brackets its event loop's",
+        "thread alone) per flow sent through it, its flows per second while it was the active proxy, and",
+        "the `stream_events` part files published so far (one per flush with rows).",
         "",
         f"Command: `{run['command']}`",
         f"Machine: {run['machine']}, {run['date']}.",
@@ -239,18 +292,22 @@ def markdown(summary: dict) -> str:
         f"clean stop {run['stop_s']:.1f} s.",
         "",
         "| minute | flows | RSS MiB | fds | addon p50 ms | addon p99 ms | baseline p50 ms | baseline p99 ms "
-        "| added p50 ms | added p99 ms |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| added p50 ms | added p99 ms | addon CPU ms/flow (event loop) | addon flows/s | parts |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in shown:
+        cost = (f"{r['cpu_ms_per_flow']:.2f} ({r['main_ms_per_flow']:.2f}) | {r['flows_per_s']:.0f}"
+                if "cpu_ms_per_flow" in r else "– | –")
         lines.append(f"| {r['minute']} | {r['flows']:,} | {r['rss_mib']:.0f} | {r['fds']} | {r['addon_p50']:.2f} | "
                      f"{r['addon_p99']:.2f} | {r['baseline_p50']:.2f} | {r['baseline_p99']:.2f} | "
-                     f"{r['added_p50']:+.2f} | {r['added_p99']:+.2f} |")
+                     f"{r['added_p50']:+.2f} | {r['added_p99']:+.2f} | {cost} | {r.get('parts') or 0:,} |")
     if len(shown) < len(rows):
         lines.append(f"\n({len(rows)} windows of {run['minute_s']:g} s; every tenth is shown between the first "
                      "and the last three.)")
     lines += ["", f"Flat (least-squares slope from {summary['steady_from_s']:.0f} s to the end, projected over the run):"]
-    lines += [f"- {name}: {c['change']:+.2f} {c['unit']} (bound {c['bound']:.2f}) — {'flat' if c['flat'] else 'NOT flat'}"
+    lines += [f"- {name}: {c['change']:+.2f} {c['unit']}"
+              + (f" (95% interval {c['ci95'][0]:+.2f} to {c['ci95'][1]:+.2f})" if c.get("ci95") else "")
+              + f", bound {c['bound']:.2f} — {'flat' if c['flat'] else 'NOT flat'}"
               for name, c in checks.items()]
     lines += ["", f"Verdict: **{'flat' if summary['flat'] else 'not flat'}**."]
     return "\n".join(lines)
@@ -277,7 +334,18 @@ def main() -> None:
     ap.add_argument("--max-added-p99-growth-ms", type=float, default=5.0)
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "soak_mitmdump.json", help="summary JSON")
     ap.add_argument("--docs", type=Path, help=f"rewrite this Markdown file's '## {DOCS_HEADING}' section")
+    ap.add_argument("--from-json", type=Path, help="no run: the verdict and the section again from a saved --out")
     args = ap.parse_args()
+    if args.from_json:
+        saved = json.loads(args.from_json.read_text())
+        saved.update(flatness(saved["minutes"], saved["samples"], args, saved["run"]["run_s"]))
+        for name, c in saved["checks"].items():
+            print(f"{name}: projected change {c['change']:+.3f} {c['unit']} (95% interval {c['ci95'][0]:+.3f} to "
+                  f"{c['ci95'][1]:+.3f}; bound {c['bound']:.3f}): {'flat' if c['flat'] else 'NOT FLAT'}")
+        if args.docs:
+            replace_docs_section(args.docs, DOCS_HEADING, markdown(saved))
+            print(f"rewrote '## {DOCS_HEADING}' in {args.docs}")
+        return
 
     sys.path.insert(0, str(ROOT))
     from analyzer.store import load_capture
@@ -311,6 +379,9 @@ def main() -> None:
                    "flows_addon": counts[0], "flows_baseline": counts[1]}
             for p, pid in pids.items():
                 row[f"rss_{p}"], row[f"fds_{p}"] = rss_mib(pid), fd_count(pid)
+                row[f"cpu_{p}"] = cpu_seconds(pid)
+            row["cpu_addon_main"] = cpu_seconds(pids["addon"], pids["addon"])  # the event loop's thread
+            row["parts"] = _count_parts(capture / "stream_events")
             samples.append(row)
 
         def probe_loop(done: threading.Event) -> None:
@@ -345,13 +416,17 @@ def main() -> None:
             started = time.time()
             stop.wait(args.window_s if active.value == 0 else args.baseline_window_s)
             active_s[active.value] += time.time() - started
-            if active.value == 1:
-                sample(addon_idle=True)
+            sample(addon_idle=active.value == 1)
             active.value = 1 - active.value
             if time.time() - last_report > 60:
                 last_report = time.time()
-                print(f"[{time.time() - t0:7.0f} s] {counts[0]:,} flows through the addon, {counts[1]:,} "
-                      "through the baseline", file=sys.stderr, flush=True)
+                now = time.time() - t0
+                cost = _cost(samples, now - 60, now)
+                print(f"[{now:7.0f} s] {counts[0]:,} flows through the addon, {counts[1]:,} through the baseline; "
+                      f"last minute: {cost.get('cpu_ms_per_flow', float('nan')):.2f} CPU ms/flow "
+                      f"({cost.get('main_ms_per_flow', float('nan')):.2f} event loop), "
+                      f"{cost.get('flows_per_s', float('nan')):.0f} flows/s, {cost.get('parts') or 0:,} parts",
+                      file=sys.stderr, flush=True)
         for worker in workers:
             worker.join(60)
         run_s = time.time() - t0
@@ -395,11 +470,14 @@ def main() -> None:
               f"windows), {run['flows_baseline']:,} through the baseline ({run['baseline_flows_per_s']:,.0f} flows/s "
               f"in its windows), {run_s:.0f} s; clean stop {stop_s:.1f} s")
         print(f"capture: {rows.get('flows', 0):,} flows rows for {sent:,} flows sent to the addon; {rows}")
-        print("\n| minute | flows | RSS MiB | fds | addon p50/p99 ms | baseline p50/p99 ms | added p50/p99 ms |")
+        print("\n| minute | flows | RSS MiB | fds | addon p50/p99 ms | baseline p50/p99 ms | added p50/p99 ms "
+              "| CPU ms/flow (loop) | flows/s | parts |")
         for r in summary["minutes"]:
             print(f"| {r['minute']} | {r['flows']:,} | {r['rss_mib']:.0f} | {r['fds']} | {r['addon_p50']:.2f} / "
                   f"{r['addon_p99']:.2f} | {r['baseline_p50']:.2f} / {r['baseline_p99']:.2f} | "
-                  f"{r['added_p50']:+.2f} / {r['added_p99']:+.2f} |")
+                  f"{r['added_p50']:+.2f} / {r['added_p99']:+.2f} | {r.get('cpu_ms_per_flow', float('nan')):.2f} "
+                  f"({r.get('main_ms_per_flow', float('nan')):.2f}) | {r.get('flows_per_s', float('nan')):.0f} | "
+                  f"{r.get('parts') or 0:,} |")
         print()
         for name, c in summary["checks"].items():
             print(f"{name}: projected change {c['change']:+.3f} {c['unit']} (bound {c['bound']:.3f}): "

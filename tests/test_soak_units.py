@@ -108,3 +108,27 @@ def test_slopes_use_the_samples_with_the_addon_idle():
     busy = [s for s in samples if not s["addon_idle"]]
     assert soak_mitmdump.summarise(_records([[3]] * 4, [[2]] * 4), busy, _args(), run_s=40.0)["checks"]["fds"][
         "change"] == pytest.approx(24.0)
+
+
+def test_projected_change_interval_by_hand():
+    # A perfect line has no spread: the interval is the change itself.
+    change, lo, hi = soak_mitmdump.projected_change_ci([0, 5, 10], [1, 11, 21])
+    assert (change, lo, hi) == pytest.approx((20.0, 20.0, 20.0))
+    # (0,1) (1,3) (2,1) (3,3): slope 0.4, fitted 1.4 1.8 2.2 2.6, residuals −0.4 1.2 −1.2 0.4, SSR 3.2,
+    # s² = 3.2 / 2, SE = √(1.6 / 5) = 0.5657; over the span of 3: 1.2 ± 3 × 1.96 × 0.5657 = 1.2 ± 3.326.
+    change, lo, hi = soak_mitmdump.projected_change_ci([0, 1, 2, 3], [1, 3, 1, 3])
+    assert change == pytest.approx(1.2) and lo == pytest.approx(1.2 - 3.3262, abs=1e-3)
+    assert hi == pytest.approx(1.2 + 3.3262, abs=1e-3)
+
+
+def test_cost_per_flow_from_the_cpu_samples():
+    # 100 flows in 10 s through the addon, 1 s of CPU (0.7 s of it the event loop's thread), then an
+    # idle baseline window: 10 ms a flow, 7 ms on the loop, 100 flows / 10 s active = 10 flows/s.
+    samples = [{"t": 0.0, "active": "addon", "flows_addon": 0, "cpu_addon": 1.0, "cpu_addon_main": 0.5, "parts": 3},
+               {"t": 10.0, "active": "addon", "flows_addon": 100, "cpu_addon": 2.0, "cpu_addon_main": 1.2,
+                "parts": 9},
+               {"t": 20.0, "active": "baseline", "flows_addon": 100, "cpu_addon": 2.0, "cpu_addon_main": 1.2,
+                "parts": 9}]
+    cost = soak_mitmdump._cost(samples, 0.0, 20.0)
+    assert cost == pytest.approx({"cpu_ms_per_flow": 10.0, "main_ms_per_flow": 7.0, "flows_per_s": 10.0, "parts": 9})
+    assert soak_mitmdump._cost([{"t": 1.0, "flows_addon": 0}], 0.0, 20.0) == {}  # a run that did not sample CPU
