@@ -157,7 +157,8 @@ def _count_parts(directory: Path) -> int:
 
 def _cost(samples: list[dict], lo: float, hi: float) -> dict:
     """The addon's mitmdump between two times: CPU ms per flow through it (all threads, and the
-    event loop's alone) and flows per second while it was the active proxy."""
+    event loop's alone), flows per second while it was the active proxy, and the plain mitmdump's CPU
+    ms per flow beside it (the same machine's speed: a host that slows both moves both)."""
     inside = [s for s in samples if lo <= s["t"] <= hi and "cpu_addon" in s]  # older runs did not sample CPU
     if len(inside) < 2:
         return {}
@@ -167,9 +168,13 @@ def _cost(samples: list[dict], lo: float, hi: float) -> dict:
     active = sum(y["t"] - x["t"] for x, y in itertools.pairwise(inside) if y.get("active") == "addon")
     if flows <= 0:
         return {"parts": b.get("parts")}
+    base_flows = b.get("flows_baseline", 0) - a.get("flows_baseline", 0)
+    base_cpu = (b["cpu_baseline"] - a["cpu_baseline"]) * 1000 / base_flows \
+        if base_flows > 0 and "cpu_baseline" in a else float("nan")
     return {"cpu_ms_per_flow": (b["cpu_addon"] - a["cpu_addon"]) * 1000 / flows,
             "main_ms_per_flow": (b["cpu_addon_main"] - a["cpu_addon_main"]) * 1000 / flows,
-            "flows_per_s": flows / active if active else float("nan"), "parts": b.get("parts")}
+            "flows_per_s": flows / active if active else float("nan"), "parts": b.get("parts"),
+            "baseline_cpu_ms_per_flow": base_cpu}
 
 
 def _p(values: list[float], q: float) -> float:
@@ -253,8 +258,20 @@ def flatness(minutes: list[dict], samples: list[dict], args: argparse.Namespace,
     for name, check in checks.items():
         check["flat"] = bool(check["change"] <= check["bound"])
         check["ci95"] = list(projected_change_ci(*series[name])[1:])
+    # The addon's CPU per flow relative to plain mitmdump's in the same minute: the host's speed
+    # (another tenant, CPU steal) moves both; a cost that grows with the capture moves only the addon's.
+    costed = [r for r in steady_min if np.isfinite(r.get("baseline_cpu_ms_per_flow", float("nan")))
+              and r.get("baseline_cpu_ms_per_flow", 0) > 0 and "cpu_ms_per_flow" in r]
+    cost = None
+    if len(costed) >= 3:
+        ratio = [r["cpu_ms_per_flow"] / r["baseline_cpu_ms_per_flow"] for r in costed]
+        change, lo, hi = projected_change_ci([r["t_mid"] for r in costed], ratio)
+        cost = {"first": float(np.mean(ratio[:10])), "last": float(np.mean(ratio[-10:])), "change": change,
+                "ci95": [lo, hi], "mean": float(np.mean(ratio)), "minutes": len(costed),
+                "addon_cpu_first": float(np.mean([r["cpu_ms_per_flow"] for r in costed[:10]])),
+                "addon_cpu_last": float(np.mean([r["cpu_ms_per_flow"] for r in costed[-10:]]))}
     return {"minutes": minutes, "checks": checks, "flat": all(c["flat"] for c in checks.values()),
-            "steady_from_s": warm_t, "rss_at_steady_start_mib": rss0}
+            "steady_from_s": warm_t, "rss_at_steady_start_mib": rss0, "cost": cost}
 
 
 def markdown(summary: dict) -> str:
@@ -292,11 +309,12 @@ def markdown(summary: dict) -> str:
         f"clean stop {run['stop_s']:.1f} s.",
         "",
         "| minute | flows | RSS MiB | fds | addon p50 ms | addon p99 ms | baseline p50 ms | baseline p99 ms "
-        "| added p50 ms | added p99 ms | addon CPU ms/flow (event loop) | addon flows/s | parts |",
+        "| added p50 ms | added p99 ms | CPU ms/flow: addon (its event loop) / baseline | addon flows/s | parts |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in shown:
-        cost = (f"{r['cpu_ms_per_flow']:.2f} ({r['main_ms_per_flow']:.2f}) | {r['flows_per_s']:.0f}"
+        cost = (f"{r['cpu_ms_per_flow']:.2f} ({r['main_ms_per_flow']:.2f}) / "
+                f"{r.get('baseline_cpu_ms_per_flow', float('nan')):.2f} | {r['flows_per_s']:.0f}"
                 if "cpu_ms_per_flow" in r else "– | –")
         lines.append(f"| {r['minute']} | {r['flows']:,} | {r['rss_mib']:.0f} | {r['fds']} | {r['addon_p50']:.2f} | "
                      f"{r['addon_p99']:.2f} | {r['baseline_p50']:.2f} | {r['baseline_p99']:.2f} | "
@@ -310,6 +328,13 @@ def markdown(summary: dict) -> str:
               + f", bound {c['bound']:.2f} — {'flat' if c['flat'] else 'NOT flat'}"
               for name, c in checks.items()]
     lines += ["", f"Verdict: **{'flat' if summary['flat'] else 'not flat'}**."]
+    cost = summary.get("cost")
+    if cost:
+        lines += ["", f"The addon's cost per flow against plain mitmdump's in the same minute (CPU ms per flow, addon "
+                  f"÷ baseline; not part of the verdict): {cost['first']:.2f}× in the first ten steady minutes, "
+                  f"{cost['last']:.2f}× in the last ten (the addon's own {cost['addon_cpu_first']:.2f} → "
+                  f"{cost['addon_cpu_last']:.2f} ms); projected change {cost['change']:+.2f} (95% interval "
+                  f"{cost['ci95'][0]:+.2f} to {cost['ci95'][1]:+.2f}) over {cost['minutes']} minutes."]
     return "\n".join(lines)
 
 
@@ -338,6 +363,9 @@ def main() -> None:
     args = ap.parse_args()
     if args.from_json:
         saved = json.loads(args.from_json.read_text())
+        step = saved["run"]["minute_s"]
+        for row in saved["minutes"]:  # the cost columns again from the samples (a run may predate some)
+            row.update(_cost(saved["samples"], (row["minute"] - 1) * step, row["minute"] * step))
         saved.update(flatness(saved["minutes"], saved["samples"], args, saved["run"]["run_s"]))
         for name, c in saved["checks"].items():
             print(f"{name}: projected change {c['change']:+.3f} {c['unit']} (95% interval {c['ci95'][0]:+.3f} to "

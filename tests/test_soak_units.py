@@ -122,13 +122,30 @@ def test_projected_change_interval_by_hand():
 
 
 def test_cost_per_flow_from_the_cpu_samples():
-    # 100 flows in 10 s through the addon, 1 s of CPU (0.7 s of it the event loop's thread), then an
-    # idle baseline window: 10 ms a flow, 7 ms on the loop, 100 flows / 10 s active = 10 flows/s.
-    samples = [{"t": 0.0, "active": "addon", "flows_addon": 0, "cpu_addon": 1.0, "cpu_addon_main": 0.5, "parts": 3},
-               {"t": 10.0, "active": "addon", "flows_addon": 100, "cpu_addon": 2.0, "cpu_addon_main": 1.2,
-                "parts": 9},
-               {"t": 20.0, "active": "baseline", "flows_addon": 100, "cpu_addon": 2.0, "cpu_addon_main": 1.2,
-                "parts": 9}]
+    # 100 flows in 10 s through the addon, 1 s of CPU (0.7 s of it the event loop's thread), then a
+    # baseline window of 50 flows costing the plain mitmdump 0.1 s: 10 ms a flow, 7 ms on the loop,
+    # 100 flows / 10 s active = 10 flows/s; the baseline 2 ms a flow.
+    samples = [{"t": 0.0, "active": "addon", "flows_addon": 0, "flows_baseline": 0, "cpu_addon": 1.0,
+                "cpu_addon_main": 0.5, "cpu_baseline": 0.5, "parts": 3},
+               {"t": 10.0, "active": "addon", "flows_addon": 100, "flows_baseline": 0, "cpu_addon": 2.0,
+                "cpu_addon_main": 1.2, "cpu_baseline": 0.5, "parts": 9},
+               {"t": 20.0, "active": "baseline", "flows_addon": 100, "flows_baseline": 50, "cpu_addon": 2.0,
+                "cpu_addon_main": 1.2, "cpu_baseline": 0.6, "parts": 9}]
     cost = soak_mitmdump._cost(samples, 0.0, 20.0)
-    assert cost == pytest.approx({"cpu_ms_per_flow": 10.0, "main_ms_per_flow": 7.0, "flows_per_s": 10.0, "parts": 9})
+    assert cost == pytest.approx({"cpu_ms_per_flow": 10.0, "main_ms_per_flow": 7.0, "flows_per_s": 10.0, "parts": 9,
+                                  "baseline_cpu_ms_per_flow": 2.0})
     assert soak_mitmdump._cost([{"t": 1.0, "flows_addon": 0}], 0.0, 20.0) == {}  # a run that did not sample CPU
+
+
+def test_cost_ratio_against_the_baseline_in_the_same_minutes():
+    # Four minutes; the host slows down (the baseline's CPU per flow 2, 2, 4, 4 ms) and the addon's
+    # follows (6, 6, 12, 12): the ratio stays 3, its projected change 0.
+    rows = [{"minute": i + 1, "t_mid": 30.0 + 60 * i, "full": True, "added_p50": 1.0, "added_p99": 2.0,
+             "cpu_ms_per_flow": c, "baseline_cpu_ms_per_flow": b}
+            for i, (c, b) in enumerate([(6, 2), (6, 2), (12, 4), (12, 4)])]
+    samples = [{"t": 60.0 * i + 59, "addon_idle": True, "flows_addon": 1000 * (i + 1), "flows_baseline": 500 * (i + 1),
+                "rss_addon": 200.0, "fds_addon": 9, "rss_baseline": 100.0, "fds_baseline": 7} for i in range(4)]
+    out = soak_mitmdump.flatness(rows, samples, _args(minute_s=60.0), run_s=240.0)
+    assert out["cost"]["first"] == pytest.approx(3.0) and out["cost"]["last"] == pytest.approx(3.0)
+    assert out["cost"]["change"] == pytest.approx(0.0, abs=1e-9)
+    assert (out["cost"]["addon_cpu_first"], out["cost"]["addon_cpu_last"]) == pytest.approx((9.0, 9.0))
