@@ -177,7 +177,7 @@ def exact_quantiles(engine: Engine, values: str, n_keys: int, wanted: dict[tuple
         frame = engine.sql(f"""
             SELECT t.tid AS tid, CASE WHEN t.exact THEN b.v ELSE floor((b.v - t.lo) / t.w) END AS cell,
                    count(*) AS c, min(b.v) AS mn, max(b.v) AS mx
-            FROM ({values}) b JOIN quantile_targets t ON {join}
+            FROM ({_within(values, rows) if passes > 1 else values}) b JOIN quantile_targets t ON {join}
             GROUP BY 1, 2""")
         # Bins are monotone in v: ordered by their minimum they are ordered by value, disjoint.
         cells: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
@@ -200,6 +200,29 @@ def exact_quantiles(engine: Engine, values: str, n_keys: int, wanted: dict[tuple
             qs.append(_lerp(targets[(key, m, lo_r)][7], targets[(key, m, hi_r)][7], h - lo_r))
         out[(key, m)] = qs
     return out
+
+
+def _within(values: str, rows: list[dict], most: int = 64) -> str:
+    """``values`` with only the rows inside some target's interval (widened by a few ulps: the
+    exact bounds are the join's): after the first pass the intervals are narrow, and a filter on one
+    double drops nearly every row before the join hashes its keys. Over ``most`` intervals, as is."""
+    spans = sorted({(r["lo"], r["hi"]) for r in rows})
+    if len(spans) > most:
+        return values
+    merged: list[list[float]] = []
+    for lo, hi in spans:
+        if merged and lo <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], hi)
+        else:
+            merged.append([lo, hi])
+
+    def bound(x: float, towards: float) -> str:
+        for _ in range(4):
+            x = float(np.nextafter(x, towards))
+        return f"CAST('{x!r}' AS DOUBLE)"
+
+    ors = " OR ".join(f"(v >= {bound(lo, -np.inf)} AND v <= {bound(hi, np.inf)})" for lo, hi in merged)
+    return f"SELECT * FROM ({values}) w WHERE {ors}"
 
 
 def has_column(table: str, column: str) -> bool:
