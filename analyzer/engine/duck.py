@@ -20,10 +20,6 @@ log = logging.getLogger(__name__)
 _FIRST_SOURCE = re.compile(r"\bFROM\s+(\w+)", re.IGNORECASE)  # the first table a query names (for -vv)
 
 
-def _quote(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
 _UNITS = {"": 1, "b": 1, "byte": 1, "bytes": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4,
           "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4}
 
@@ -74,8 +70,8 @@ class DuckDBEngine(Engine):
             cols = ", ".join(
                 (f'CAST("{f.name}" AS {sql_type(self.dialect, f.type)}) AS "{f.name}"' if f.name in present
                  else f'CAST(NULL AS {sql_type(self.dialect, f.type)}) AS "{f.name}"') for f in schema)
-            file_list = "[" + ", ".join(_quote(f) for f in files) + "]"
-            selects.append(f"SELECT {cols}, {_quote(capture_name)} AS _capture "
+            file_list = "[" + ", ".join(DUCKDB.literal(f) for f in files) + "]"
+            selects.append(f"SELECT {cols}, {DUCKDB.literal(capture_name)} AS _capture "
                            f"FROM read_parquet({file_list}, union_by_name = true)")
         query = " UNION ALL ".join(selects) if selects else empty_select(self.dialect, schema)
         self.con.execute(f"CREATE OR REPLACE VIEW {name} AS {query}")
