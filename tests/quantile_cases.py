@@ -52,3 +52,41 @@ def engine_stats(metrics: Metrics, groups: dict[str | None, np.ndarray], monkeyp
     metrics.engine.register_frame("adversarial_values", frame_of(groups), VALUES_SCHEMA)
     frame = metrics.grouped_stats("adversarial_values", {"v": "v"}, ["g"])
     return {(None if not isinstance(g, str) else g): s for g, s in zip(frame["g0"], frame["v"], strict=True)}
+
+
+CELL_SCHEMA = pa.schema([("cell", pa.int64()), ("v", pa.float64())])
+# Groups made of several cells, overlapping as the pooled and per-model ITL do (a cell in several
+# groups, groups of one cell beside the union of all), built from the adversarial groups' values.
+UNIONS = {
+    "all": None,  # every cell
+    "signs": ("negative", "mixed_sign", "two"),
+    "heavy_ties": ("ties_on_edges", "one_bin_huge_n", "two_values_huge_n"),
+    "tail_and_wide": ("long_tail", "wide_finite"),
+    "tail_alone": ("long_tail",),
+    "empty_and_one": ("only_non_finite", "one"),
+}
+
+
+def union_stats(engine, monkeypatch, *, bins: int = 7, exact_max: int = 5, cell_budget: int = 0) -> tuple[dict, dict]:
+    """(got, values): each of :data:`UNIONS` by ``exact_quantiles`` over shared cells, and its finite
+    values, for the check against NumPy."""
+    from analyzer.engine.metrics import STAT_FRACTIONS, exact_quantiles
+
+    monkeypatch.setattr(engine_metrics, "QUANTILE_BINS", bins)
+    monkeypatch.setattr(engine_metrics, "CELL_BUDGET", cell_budget)
+    monkeypatch.setattr(engine_metrics, "EXACT_MAX", exact_max)
+    groups = {k: v for k, v in adversarial_groups().items() if k is not None}
+    cell_of = {name: i for i, name in enumerate(groups)}
+    finite = {name: v[np.isfinite(v)] for name, v in groups.items()}
+    frame = pd.DataFrame({"cell": np.concatenate([[cell_of[k]] * len(v) for k, v in finite.items()]).astype("int64"),
+                          "v": np.concatenate(list(finite.values()))})
+    engine.register_frame("cell_values", frame, CELL_SCHEMA)
+    values, wanted = {}, {}
+    for name, members in UNIONS.items():
+        members = tuple(groups) if members is None else members
+        v = np.concatenate([finite[m] for m in members])
+        values[name] = v
+        if v.size:
+            wanted[name] = (v.size, float(v.min()), float(v.max()), [cell_of[m] for m in members])
+    got = exact_quantiles(engine, "SELECT cell, v FROM cell_values", wanted, STAT_FRACTIONS)
+    return got, values

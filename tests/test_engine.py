@@ -311,6 +311,28 @@ def test_out_of_core_percentiles_are_numpys_on_adversarial_groups(tmp_path, monk
     assert got["non_finite"]["n"] == 3 and got["only_non_finite"]["n"] == 0
 
 
+@pytest.mark.parametrize("bins", ["fixed", "adaptive"])
+def test_groups_sharing_cells_get_numpys_percentiles(tmp_path, monkeypatch, bins):
+    """Groups that are unions of cells (the pooled ITL and the per-model ITL share the (kind, model)
+    cells; the first pass counts each cell once and sums a group's bins): every union, overlapping or
+    not, of ties, signs, ±1e300 and a long tail, is NumPy's."""
+    from tests.quantile_cases import UNIONS, union_stats
+
+    engine = open_engine("duckdb")
+    try:
+        got, values = union_stats(engine, monkeypatch,
+                                  **({"bins": 64, "cell_budget": 1_000_000} if bins == "adaptive" else {}))
+    finally:
+        engine.close()
+    assert set(got) == set(UNIONS)
+    for name, qs in got.items():
+        want = np.percentile(values[name], [50, 90, 95, 99])
+        for g, w in zip(qs, want, strict=True):
+            assert g == pytest.approx(w, rel=1e-12, abs=1e-12), (name, qs, want)
+            if np.isin(w, values[name]):  # a rank that is one of the union's values is that value exactly
+                assert g == w, (name, qs, want)
+
+
 @pytest.mark.parametrize("by", [None, "model", "hour"])
 def test_rank_passes_give_the_report_of_the_engines_own_percentile(generated, two_captures, monkeypatch, by):
     """Sources above the engine's holistic_max_rows take the rank passes: forced on every statistic (with small

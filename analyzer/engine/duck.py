@@ -54,7 +54,7 @@ class DuckDBEngine(Engine):
         if threads:
             self.con.execute(f"SET threads = {int(threads)}")
         self.con.execute("SET TimeZone = 'UTC'")
-        limit = self.con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+        limit = self.con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]  # fetchall: no result left open
         self.holistic_max_rows = max(1, _size_bytes(limit) // 64)
 
     def register_parts(self, name: str, parts: Sequence[tuple[str, Sequence[str]]], schema: pa.Schema) -> None:

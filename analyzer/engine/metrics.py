@@ -13,7 +13,8 @@ Definitions (``docs/metrics.md`` has them in full, with where each query is):
 * a statistic is ``{n, mean, min, p50, p90, p95, p99, max}`` of the finite values, percentiles exact
   and linearly interpolated between closest ranks (NumPy's default method): by the engine's own
   aggregate for a source of at most ``Engine.holistic_max_rows`` rows, else out of core by
-  :func:`exact_quantiles` (rank passes of hash aggregations: nothing holds a group's values).
+  :func:`exact_quantiles` (rank passes of hash aggregations: nothing holds a group's values); the
+  ITL always by the passes, every ITL table at once from the gaps' cells (:meth:`Metrics.gap_itl`).
 
 What is not an aggregation stays Python on small tables: the conversation turns with their WebSocket
 hand-offs and resumes folded (``analyzer.analysis.latency.conversation_turns``) and the resume
@@ -24,7 +25,7 @@ per event or per gap ever comes back to Python: the HTML charts get a quantile g
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -102,13 +103,14 @@ def _key(value: Any) -> str | None:
 
 # A group's values are counted per bin, the bins holding the wanted ranks split again, until a bin
 # holds at most EXACT_MAX values: those come back as (value, count) rows. Every pass is a hash
-# aggregation of a few thousand groups over a scan (it spills; nothing holds a group's values).
-QUANTILE_BINS = 2048
+# aggregation over a scan (it spills; nothing holds a group's values). A pass cuts each interval
+# (each cell, in the first) into as many bins as CELL_BUDGET (tid, bin) rows allow, between
+# QUANTILE_BINS and MAX_BINS: the ranks of a few big groups are then found in two passes (a bin of one
+# distinct value needs no further one), and thousands of groups (--by hour over months) bring back a
+# bounded frame, in a pass or two more.
+QUANTILE_BINS = 64
 EXACT_MAX = 2048
 MAX_PASSES = 24
-# A pass with few intervals cuts each into more bins, up to MAX_BINS, so that it brings back up to
-# CELL_BUDGET (tid, bin) rows: the ranks of a few big groups are then found in two passes (a bin of
-# one distinct value needs no further one) where 2048 bins take three or four.
 MAX_BINS = 65536
 CELL_BUDGET = 1_000_000
 # Up to ``Engine.holistic_max_rows`` rows in a statistic's source (DuckDB: its memory_limit / 64, the
@@ -125,87 +127,148 @@ def _lerp(a: float, b: float, t: float) -> float:
     return b - diff * (1 - t) if t >= 0.5 else a + diff * t
 
 
-def exact_quantiles(engine: Engine, values: str, n_keys: int, wanted: dict[tuple, tuple[int, float, float]],
-                    fractions: Sequence[float]) -> dict[tuple, list[float]]:
-    """Exact linear percentiles (NumPy's default method) of groups of ``values`` out of core.
+def exact_quantiles(engine: Engine, values: str, wanted: dict[Hashable, tuple[int, float, float, Sequence[int]]],
+                    fractions: Sequence[float]) -> dict[Hashable, list[float]]:
+    """Exact linear percentiles (NumPy's default method) of groups of values, out of core.
 
-    ``values``: a query of ``k0..k{n_keys-1}`` (the group key as text), ``m`` (the metric) and ``v``
-    (finite doubles). ``wanted``: ``{((k0, ...), m): (n, min, max)}`` from a first aggregate pass.
+    ``values``: a query of ``cell`` (an integer) and ``v`` (finite doubles). ``wanted``: ``{group:
+    (n, min, max, cells)}``, a group's values being those of its cells, from a first aggregate pass.
+    Groups may share cells: the pooled ITL and the per-model ITL are unions of the same (kind,
+    model) cells, and one scan of the values serves them all.
+
     For each group every needed rank (``floor`` and ``ceil`` of ``(n - 1) * q``, 0-based) is found by
     counting values per bin within an interval known to hold it, then narrowing the interval to the
-    rank's bin (its exact min and max) and the count below it, until the bin is one value."""
-    # target: [key, m, rank, lo, hi, below, count, value]
+    rank's bin (its exact min and max) and the count below it, until the bin is one value. The
+    first pass counts per (cell, bin) on one grid for all the cells that groups tie together, and
+    sums a group's bins over its cells; later passes count per (interval, bin), reading only the
+    values inside some open interval."""
+    cells_of = {g: tuple(int(c) for c in w[3]) for g, w in wanted.items()}
+    # target: [group, rank, lo, hi, below, count, value]
     targets: dict[tuple, list] = {}
-    for (key, m), (n, mn, mx) in wanted.items():
+    for g, (n, mn, mx, _) in wanted.items():
         for q in fractions:
             h = (n - 1) * float(q)
             for r in (int(np.floor(h)), int(np.ceil(h))):
-                targets.setdefault((key, m, r), [key, m, r, mn, mx, 0, n, None])
-    key_names = [f"k{j}" for j in range(n_keys)]
-    schema = pa.schema([("tid", pa.int64()), ("m", pa.int64()), *[(k, pa.string()) for k in key_names],
-                        ("lo", pa.float64()), ("hi", pa.float64()), ("w", pa.float64()), ("exact", pa.bool_())])
-    join = " AND ".join(["t.m = b.m", *[f"b.{k} IS NOT DISTINCT FROM t.{k}" for k in key_names],
-                         "b.v >= t.lo", "b.v <= t.hi"])
+                targets.setdefault((g, r), [g, r, mn, mx, 0, n, None])
     passes = 0
     while True:
         pending = []
         for t in targets.values():
-            if t[7] is None and t[3] == t[4]:
-                t[7] = t[3]
-            if t[7] is None:
+            if t[6] is None and t[2] == t[3]:
+                t[6] = t[2]
+            if t[6] is None:
                 pending.append(t)
         if not pending:
             break
         passes += 1
+        if passes == 1:
+            found = _first_pass(engine, values, {t[0]: wanted[t[0]] for t in pending}, cells_of)
+            for t in pending:
+                t[2], t[3], t[4], t[5] = _narrow(found[t[0]], t)
+            continue
         intervals: dict[tuple, int] = {}
         for t in pending:
-            intervals.setdefault((t[0], t[1], t[3], t[4]), len(intervals))
+            intervals.setdefault((t[0], t[2], t[3]), len(intervals))
         bins = max(QUANTILE_BINS, min(MAX_BINS, CELL_BUDGET // len(intervals)))
         rows = []
         done: set[int] = set()
         for t in pending:
-            tid = intervals[(t[0], t[1], t[3], t[4])]
+            tid = intervals[(t[0], t[2], t[3])]
             if tid in done:
                 continue
             done.add(tid)
-            lo, hi = t[3], t[4]
+            lo, hi = t[2], t[3]
             w = (hi - lo) / bins
-            exact = t[6] <= EXACT_MAX or passes >= MAX_PASSES or not (np.isfinite(w) and w > 0)
-            rows.append({"tid": tid, "m": t[1], **dict(zip(key_names, t[0], strict=True)), "lo": lo, "hi": hi,
-                         "w": w if not exact else 1.0, "exact": exact})
-        engine.register_frame("quantile_targets", pd.DataFrame(rows, columns=schema.names), schema)
-        frame = engine.sql(f"""
-            SELECT t.tid AS tid, CASE WHEN t.exact THEN b.v ELSE floor((b.v - t.lo) / t.w) END AS cell,
-                   count(*) AS c, min(b.v) AS mn, max(b.v) AS mx
-            FROM ({_within(values, rows) if passes > 1 else values}) b JOIN quantile_targets t ON {join}
-            GROUP BY 1, 2""")
-        # Bins are monotone in v: ordered by their minimum they are ordered by value, disjoint.
-        cells: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
-        for tid, grp in frame.groupby("tid", sort=False):
-            grp = grp.sort_values("mn", kind="stable")
-            cells[int(tid)] = (np.cumsum(grp["c"].to_numpy(dtype="int64")), grp["mn"].to_numpy(dtype="float64"),
-                               grp["mx"].to_numpy(dtype="float64"))
+            exact = t[5] <= EXACT_MAX or passes >= MAX_PASSES or not (np.isfinite(w) and w > 0)
+            rows += [{"tid": tid, "cell": c, "lo": lo, "hi": hi, "w": 1.0 if exact else w, "exact": exact}
+                     for c in cells_of[t[0]]]
+        frame = _count_pass(engine, _within(values, rows), rows, "b.v >= t.lo AND b.v <= t.hi")
+        by_tid = {int(tid): grp for tid, grp in frame.groupby("tid", sort=False)}
         for t in pending:
-            cum, mns, mxs = cells[intervals[(t[0], t[1], t[3], t[4])]]
-            local = t[2] - t[5]
-            j = int(np.searchsorted(cum, local, side="right"))  # first bin whose cumulative count > local
-            before = int(cum[j - 1]) if j else 0
-            t[3], t[4], t[5], t[6] = float(mns[j]), float(mxs[j]), t[5] + before, int(cum[j]) - before
-    out: dict[tuple, list[float]] = {}
-    for (key, m), (n, _, _) in wanted.items():
+            t[2], t[3], t[4], t[5] = _narrow(by_tid[intervals[(t[0], t[2], t[3])]], t)
+    out: dict[Hashable, list[float]] = {}
+    for g, (n, _, _, _) in wanted.items():
         qs = []
         for q in fractions:
             h = (n - 1) * float(q)
             lo_r, hi_r = int(np.floor(h)), int(np.ceil(h))
-            qs.append(_lerp(targets[(key, m, lo_r)][7], targets[(key, m, hi_r)][7], h - lo_r))
-        out[(key, m)] = qs
+            qs.append(_lerp(targets[(g, lo_r)][6], targets[(g, hi_r)][6], h - lo_r))
+        out[g] = qs
     return out
+
+
+_TARGETS_SCHEMA = pa.schema([("tid", pa.int64()), ("cell", pa.int64()), ("lo", pa.float64()), ("hi", pa.float64()),
+                             ("w", pa.float64()), ("exact", pa.bool_())])
+
+
+def _count_pass(engine: Engine, values: str, rows: list[dict], within: str) -> pd.DataFrame:
+    """One pass: per target (``tid``) and bin of its interval (or, ``exact``, per value) the count, min
+    and max of the values of the target's cells (``within``: the join's bounds on ``b.v``)."""
+    engine.register_frame("quantile_targets", pd.DataFrame(rows, columns=_TARGETS_SCHEMA.names), _TARGETS_SCHEMA)
+    return engine.sql(f"""
+        SELECT t.tid AS tid, CASE WHEN t.exact THEN b.v ELSE floor((b.v - t.lo) / t.w) END AS bin,
+               count(*) AS c, min(b.v) AS mn, max(b.v) AS mx
+        FROM ({values}) b JOIN quantile_targets t ON t.cell = b.cell AND {within}
+        GROUP BY 1, 2""")
+
+
+def _first_pass(engine: Engine, values: str, groups: dict[Hashable, tuple[int, float, float, Sequence[int]]],
+                cells_of: dict[Hashable, tuple[int, ...]]) -> dict[Hashable, pd.DataFrame]:
+    """Pass 1: the bins of every group's values over its whole range, from one count per (cell, bin).
+
+    Cells that groups tie together (a union-find over the groups' cells) share one grid, the range of
+    all their groups, so a group's bins are the sums of its cells' bins; each value is read once,
+    whichever groups it is in."""
+    parent: dict[int, int] = {}
+
+    def root(c: int) -> int:
+        while parent.setdefault(c, c) != c:
+            parent[c] = parent[parent[c]]
+            c = parent[c]
+        return c
+
+    for g in groups:
+        first, *rest = cells_of[g]
+        for c in rest:
+            parent[root(c)] = root(first)
+    span: dict[int, list] = {}  # component -> [lo, hi, values at most]
+    for g, (n, mn, mx, _) in groups.items():
+        s = span.setdefault(root(cells_of[g][0]), [mn, mx, 0])
+        s[0], s[1], s[2] = min(s[0], mn), max(s[1], mx), s[2] + n
+    bins = max(QUANTILE_BINS, min(MAX_BINS, CELL_BUDGET // max(1, len(parent))))
+    rows = []
+    for c in parent:
+        lo, hi, most = span[root(c)]
+        w = (hi - lo) / bins
+        exact = most <= EXACT_MAX or not (np.isfinite(w) and w > 0)
+        rows.append({"tid": c, "cell": c, "lo": lo, "hi": hi, "w": 1.0 if exact else w, "exact": exact})
+    # every value of a cell is inside its grid (the grid spans its groups' min..max): no bounds to check
+    frame = _count_pass(engine, values, rows, "TRUE")
+    out = {}
+    for g in groups:
+        mine = frame[frame["tid"].isin(cells_of[g])]
+        if len(cells_of[g]) > 1:
+            mine = mine.groupby("bin", sort=False).agg(c=("c", "sum"), mn=("mn", "min"), mx=("mx", "max")).reset_index()
+        out[g] = mine
+    return out
+
+
+def _narrow(bins: pd.DataFrame, t: list) -> tuple[float, float, int, int]:
+    """Target ``t``'s new interval (lo, hi), count below it and count in it: the bin of ``bins`` (its
+    count ``c``, min ``mn``, max ``mx``; monotone in the value, so ordered by ``mn`` they are ordered
+    and disjoint) holding the target's rank."""
+    bins = bins.sort_values("mn", kind="stable")
+    cum = np.cumsum(bins["c"].to_numpy(dtype="int64"))
+    local = t[1] - t[4]
+    j = int(np.searchsorted(cum, local, side="right"))  # the first bin whose cumulative count > local
+    before = int(cum[j - 1]) if j else 0
+    return float(bins["mn"].iloc[j]), float(bins["mx"].iloc[j]), t[4] + before, int(cum[j]) - before
 
 
 def _within(values: str, rows: list[dict], most: int = 64) -> str:
     """``values`` with only the rows inside some target's interval (widened by a few ulps: the
     exact bounds are the join's): after the first pass the intervals are narrow, and a filter on one
-    double drops nearly every row before the join hashes its keys. Over ``most`` intervals, as is."""
+    double drops nearly every row before the join. Over ``most`` intervals, as is."""
     spans = sorted({(r["lo"], r["hi"]) for r in rows})
     if len(spans) > most:
         return values
@@ -401,19 +464,29 @@ class Metrics:
                               ELSE CAST(n_text_events AS DOUBLE) END AS tokens,
                          CASE WHEN {finite_reported} THEN reported_source ELSE 'text_events' END AS token_source
                   FROM answer_rows r) a""")
-        # Each flow with a number of its own (flow_no) and its answer's number, kind, model and is_codex
-        # (the keys gaps are grouped by).
-        e.materialize("flow_answers", """
-            SELECT af.flow_id, row_number() OVER (ORDER BY af.flow_id) AS flow_no, a.answer_no, a.kind, a.model,
-                   a.is_codex
-            FROM answer_flows af JOIN answers a ON a.flow_id = af.answer_id""")
+        # The cells of the gaps: each (kind, model, is_codex) an integer. The ITL statistics of the
+        # report (pooled per kind, per model, the Codex calls') are unions of these cells: one scan of
+        # the gaps counts them all (gap_itl), and a gap carries 4 bytes of its answer's keys, not 3
+        # columns of strings.
+        # With --by another key, that key is part of the cell too (``by_value``).
+        by_column = self.by if self.by not in (None, "model") else None
+        by_value = by_column or "CAST(NULL AS STRING)"
+        e.materialize("gap_cells", f"""
+            SELECT CAST(row_number() OVER (ORDER BY kind, model, is_codex, by_value) AS INTEGER) AS cell, kind, model,
+                   is_codex, by_value
+            FROM (SELECT DISTINCT kind, model, is_codex, {by_value} AS by_value FROM answers) c""")
+        # Each flow with a number of its own (flow_no), its answer's number and its answer's cell.
+        e.materialize("flow_answers", f"""
+            SELECT af.flow_id, row_number() OVER (ORDER BY af.flow_id) AS flow_no, a.answer_no, c.cell
+            FROM answer_flows af JOIN answers a ON a.flow_id = af.answer_id
+            JOIN gap_cells c ON c.kind = a.kind AND c.model = a.model AND c.is_codex = a.is_codex
+                            AND c.by_value IS NOT DISTINCT FROM {f"a.{by_column}" if by_column else by_value}""")
         # Pass 2 over stream_events, the window: every gap between consecutive text events of a flow,
-        # with its answer (kind, model and is_codex ride along: the pooled and per-model ITL need no
-        # join after this one; other keys join answers on answer_no). The window partitions by the
-        # flow's number, not its id: it sorts 24 bytes an event where the id makes it 60 (and spills
-        # less under --memory-limit).
+        # with its answer's number and cell (other keys join answers on answer_no). The window
+        # partitions by the flow's number, not its id: it sorts 24 bytes an event where the id makes
+        # it 60 (and spills less under --memory-limit).
         e.materialize("gap_answers", f"""
-            SELECT g.itl_ms, fa.answer_no, fa.kind, fa.model, fa.is_codex FROM (
+            SELECT g.itl_ms, fa.answer_no, fa.cell FROM (
                 SELECT flow_no, offset_ms - lag(offset_ms) OVER (PARTITION BY flow_no ORDER BY seq) AS itl_ms
                 FROM (SELECT n.flow_no, t.seq, t.offset_ms FROM ({timed}) t
                       JOIN flow_answers n ON n.flow_id = t.flow_id WHERE t.is_text) numbered) g
@@ -480,33 +553,35 @@ class Metrics:
     def _pass_quantiles(self, frame: pd.DataFrame, source: str, metrics: dict[str, str], groups: Sequence[str],
                         where: str) -> list[list]:
         """Per metric, the percentiles of each row (group) of ``frame`` by :func:`exact_quantiles`: one set
-        of passes for all metrics."""
+        of passes for all metrics. Each (group, metric) is a cell of its own; the values are written
+        once as a compact (cell, value) table that every pass scans, not the source's joins."""
         key_sql = "".join(f"CAST({g} AS STRING) AS k{i}, " for i, g in enumerate(groups))
-        group_keys = [[_key(k) for k in frame[f"k{j}"]] for j in range(len(groups))]
-        wanted = {}
+        key_names = [f"k{j}" for j in range(len(groups))]
+        group_keys = [[_key(k) for k in frame[k]] for k in key_names]
+        wanted, cell_rows = {}, []
         for i in range(len(metrics)):
             for row in range(len(frame)):
                 n = frame[f"n_{i}"].iloc[row]
                 if n is not None and not pd.isna(n) and int(n) > 0:
                     key = tuple(col[row] for col in group_keys)
-                    wanted[(key, i)] = (int(n), float(frame[f"min_{i}"].iloc[row]), float(frame[f"max_{i}"].iloc[row]))
-        values = " UNION ALL ".join(
-            f"SELECT {key_sql}{i} AS m, CAST({expr} AS DOUBLE) AS v FROM {source} "
-            f"WHERE ({where}) AND {FINITE.format(x=expr)}" for i, expr in enumerate(metrics.values()))
-        if not wanted:
-            found = {}
-        elif len(metrics) == 1 and " join " not in f" {source.lower()} ":
-            # One metric of one table (the ITL of gap_answers): every pass scans the table itself.
-            found = exact_quantiles(self.engine, values, len(groups), wanted, STAT_FRACTIONS)
-        else:
-            # The values once, compact (key, metric, value): every pass scans them, not the joins
-            # (or the union of metrics) behind them.
-            self.engine.materialize("quantile_values", values)
+                    cell_rows.append({"cell": len(cell_rows), "m": i, **dict(zip(key_names, key, strict=True))})
+                    wanted[(key, i)] = (int(n), float(frame[f"min_{i}"].iloc[row]), float(frame[f"max_{i}"].iloc[row]),
+                                        (len(cell_rows) - 1,))
+        found = {}
+        if wanted:
+            schema = pa.schema([("cell", pa.int64()), ("m", pa.int64()), *[(k, pa.string()) for k in key_names]])
+            self.engine.register_frame("quantile_cells", pd.DataFrame(cell_rows, columns=schema.names), schema)
+            values = " UNION ALL ".join(
+                f"SELECT {key_sql}{i} AS m, CAST({expr} AS DOUBLE) AS v FROM {source} "
+                f"WHERE ({where}) AND {FINITE.format(x=expr)}" for i, expr in enumerate(metrics.values()))
+            join = " AND ".join(["c.m = b.m", *[f"c.{k} IS NOT DISTINCT FROM b.{k}" for k in key_names]])
+            self.engine.materialize("quantile_values", f"SELECT c.cell, b.v FROM ({values}) b "
+                                                       f"JOIN quantile_cells c ON {join}")
             try:
-                found = exact_quantiles(self.engine, "SELECT * FROM quantile_values", len(groups), wanted,
-                                        STAT_FRACTIONS)
+                found = exact_quantiles(self.engine, "SELECT cell, v FROM quantile_values", wanted, STAT_FRACTIONS)
             finally:
                 self.engine.drop("quantile_values")
+                self.engine.drop("quantile_cells")
         empty = [None] * len(STAT_FRACTIONS)
         return [[found.get((tuple(col[row] for col in group_keys), i), empty) for row in range(len(frame))]
                 for i in range(len(metrics))]
@@ -548,12 +623,16 @@ class Metrics:
                              for s in TOKEN_SOURCES))
         rows = self.grouped_stats("answers", {"ttft_ms": "ttft_ms", "tpot_ms": "tpot_ms", "e2e_ms": "e2e_ms"},
                                   ["kind", g], extra=extra)
-        if key in (None, "model"):
-            gaps = self.grouped_stats("gap_answers a", {"itl_ms": "a.itl_ms"}, ["a.kind", f"a.{g}" if key else g])
+        if key is None:
+            itl = {(g[1], ""): s for g, s in self.gap_itl().items() if g[0] == "kind"}
+        elif key == "model":
+            itl = {g[1:]: s for g, s in self.gap_itl().items() if g[0] == "model"}
+        elif key == self.by:
+            itl = {g[1:]: s for g, s in self.gap_itl().items() if g[0] == "by"}
         else:
             gaps = self.grouped_stats("gap_answers ga JOIN answers a ON a.answer_no = ga.answer_no",
                                       {"itl_ms": "ga.itl_ms"}, ["a.kind", f"a.{g}"])
-        itl = {(r.g0, r.g1): r.itl_ms for r in gaps.itertuples(index=False)}
+            itl = {(r.g0, r.g1): r.itl_ms for r in gaps.itertuples(index=False)}
         out = {}
         for r in rows.itertuples(index=False):
             unit = "turns" if r.g0 == "turn" else "calls"
@@ -565,6 +644,40 @@ class Metrics:
                 "tpot_token_source": {s: int(getattr(r, f"ts_{s}")) for s in TOKEN_SOURCES
                                       if int(getattr(r, f"ts_{s}"))},
             }
+        return out
+
+    def gap_itl(self) -> dict[tuple, dict]:
+        """The ITL statistics that are unions of the gaps' cells (``gap_cells``): ``("kind", kind)``
+        pools every gap of that kind's answers, ``("model", kind, model)`` one model's, ``("codex",
+        model)`` the Codex backend's calls of a model, and with ``--by`` another key ``("by", kind,
+        value)`` one group's. One aggregate per cell and one set of rank
+        passes (:func:`exact_quantiles`) serve them all: the gaps are scanned a few times in all,
+        not a few times per table. Nothing holds the gaps' values, whatever their number."""
+        if "gap_itl" in self._cache:
+            return self._cache["gap_itl"]
+        finite = FINITE.format(x="itl_ms")
+        per_cell = self.engine.sql(f"""
+            SELECT c.cell, c.kind, c.model, c.is_codex, c.by_value, g.n, g.s, g.mn, g.mx FROM gap_cells c JOIN (
+                SELECT cell, count(*) AS n, sum(itl_ms) AS s, min(itl_ms) AS mn, max(itl_ms) AS mx
+                FROM gap_answers WHERE {finite} GROUP BY cell) g ON g.cell = c.cell ORDER BY c.cell""")
+        merged: dict[tuple, list] = {}  # group -> [n, sum, min, max, cells]
+        for r in per_cell.itertuples(index=False):
+            groups = [("kind", r.kind), ("model", r.kind, r.model)]
+            if r.kind == "api" and bool(r.is_codex):
+                groups.append(("codex", r.model))
+            if self.by not in (None, "model"):
+                groups.append(("by", r.kind, _key(r.by_value)))
+            for g in groups:
+                m = merged.setdefault(g, [0, 0.0, np.inf, -np.inf, []])
+                m[0] += int(r.n)
+                m[1] += float(r.s)
+                m[2], m[3] = min(m[2], float(r.mn)), max(m[3], float(r.mx))
+                m[4].append(int(r.cell))
+        wanted = {g: (n, mn, mx, cells) for g, (n, _, mn, mx, cells) in merged.items()}
+        found = exact_quantiles(self.engine, f"SELECT cell, itl_ms AS v FROM gap_answers WHERE {finite}", wanted,
+                                STAT_FRACTIONS) if wanted else {}
+        out = {g: stats_from(n, s / n, mn, mx, found[g]) for g, (n, s, mn, mx, _) in merged.items()}
+        self._cache["gap_itl"] = out
         return out
 
     @staticmethod
@@ -674,9 +787,7 @@ class Metrics:
              "e2e_ms": "c.e2e_ms"},
             ["a.model"], where="a.kind = 'api' AND a.is_codex",
             extra="count(*) AS calls, count(c.error) AS failed, sum(CASE WHEN a.has_timing THEN 1 ELSE 0 END) AS timed")
-        gaps = self.grouped_stats("gap_answers a", {"itl_ms": "a.itl_ms"}, ["a.model"],
-                                  where="a.kind = 'api' AND a.is_codex")
-        itl = {r.g0: r.itl_ms for r in gaps.itertuples(index=False)}
+        itl = {g[1]: s for g, s in self.gap_itl().items() if g[0] == "codex"}
         return {str(r.g0): {"calls": int(r.calls), "failed": int(r.failed), "with_timing": int(r.timed),
                             "ttft_ms": r.ttft_ms, "itl_ms": itl.get(r.g0, empty_stats()),
                             "first_reasoning_ms": r.first_reasoning_ms, "reasoning_ms": r.reasoning_ms,
@@ -769,8 +880,8 @@ class Metrics:
         """Per group of ``key``: the gaps at ``points`` evenly spaced ranks (first and last included):
         the CDF drawn through them. One sort per group (``row_number``), where asking for 1001
         percentiles would select 1001 times; a chart needs ranks, not interpolation."""
-        if key == "model":  # gap_answers carries kind and model itself
-            source, alias = "gap_answers a", "a"
+        if key == "model":  # the gap's cell has its answer's kind and model
+            source, alias = "gap_answers ga JOIN gap_cells a ON a.cell = ga.cell", "ga"
         else:
             source, alias = "gap_answers ga JOIN answers a ON a.answer_no = ga.answer_no", "ga"
         step = points - 1
