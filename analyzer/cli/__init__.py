@@ -11,12 +11,25 @@ import logging
 
 import click
 
-# Module name under analyzer.cli -> the command it provides, in the order `--help` lists them.
-COMMAND_MODULES = ("summary", "report", "conversations", "privacy", "importer", "serve", "replay", "bench",
-                   "compact", "watch", "export", "compare")
+# Command name -> the module under analyzer.cli that provides it (as ``command``).
+COMMANDS = {"tables": "summary", "report": "report", "conversations": "conversations", "privacy": "privacy",
+            "import": "importer", "serve": "serve", "replay": "replay", "bench": "bench", "compact": "compact",
+            "watch": "watch", "export": "export", "compare": "compare"}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """Imports a command's module when the command is looked up: ``analyze report`` does not import
+    what ``analyze watch`` needs (mitmproxy, textual), a few hundred milliseconds of every run."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)  # click's own order for --help
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        module = COMMANDS.get(cmd_name)
+        return importlib.import_module(f"analyzer.cli.{module}").command if module else None
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="chatwire")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 def main(verbose: int) -> None:
@@ -36,13 +49,3 @@ def main(verbose: int) -> None:
     # Log lines can quote traffic (a flow id, an API's error text): inert, like every other output.
     handler.setFormatter(InertFormatter("%(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=max(level, logging.DEBUG), handlers=[handler])
-
-
-for _name in COMMAND_MODULES:
-    try:
-        _module = importlib.import_module(f"analyzer.cli.{_name}")
-    except ModuleNotFoundError as exc:  # a command not built yet in this tree
-        if exc.name != f"analyzer.cli.{_name}":
-            raise
-        continue
-    main.add_command(_module.command)

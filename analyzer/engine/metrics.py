@@ -657,9 +657,9 @@ class Metrics:
             return self._cache["gap_itl"]
         finite = FINITE.format(x="itl_ms")
         per_cell = self.engine.sql(f"""
-            SELECT c.cell, c.kind, c.model, c.is_codex, c.by_value, g.n, g.s, g.mn, g.mx FROM gap_cells c JOIN (
+            SELECT c.cell, c.kind, c.model, c.is_codex, c.by_value, g.n, g.s, g.mn, g.mx FROM (
                 SELECT cell, count(*) AS n, sum(itl_ms) AS s, min(itl_ms) AS mn, max(itl_ms) AS mx
-                FROM gap_answers WHERE {finite} GROUP BY cell) g ON g.cell = c.cell ORDER BY c.cell""")
+                FROM gap_answers WHERE {finite} GROUP BY cell) g JOIN gap_cells c ON c.cell = g.cell ORDER BY c.cell""")
         merged: dict[tuple, list] = {}  # group -> [n, sum, min, max, cells]
         for r in per_cell.itertuples(index=False):
             groups = [("kind", r.kind), ("model", r.kind, r.model)]
