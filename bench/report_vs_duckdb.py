@@ -398,7 +398,9 @@ def main() -> None:
         f"| `analyze report --format json` ({engine}) | {t_ours:.2f} s | {_mib(rss_ours)} |",
         f"| hand-written DuckDB SQL, same numbers (memory_limit {args.baseline_memory_limit or 'DuckDB default'}) "
         f"| {t_duck:.2f} s | {_mib(rss_duck)} |",
-        f"| ratio | **{t_ours / t_duck:.2f}×** (goal ≤ {args.goal:.1f}×) | |",
+        f"| ratio | **{t_ours / t_duck:.2f}×** "
+        + ("(no time goal: Spark's is a cluster's speed, not one VM's) | |" if args.engine == "spark"
+           else f"(goal ≤ {args.goal:.1f}×) | |"),
         "",
         f"Both are whole processes (interpreter start and imports included). All {checked:,} numbers the "
         f"hand-written SQL computed agree with the report (largest relative difference {worst:.1e}).{within}",

@@ -83,6 +83,18 @@ def test_conversation_links_from_columns_and_paths(capture):
                      ("statsig", UNKNOWN_CONV, False)}
 
 
+def test_captured_conversations_is_the_set_links_are_looked_up_in(capture):
+    """The captured set: the conversations of the turns, messages and history reads, each once,
+    sorted; a link is ``captured`` exactly when its conversation is in it."""
+    ids = telemetry.captured_conversations(capture)
+    by_hand = {c for name in ("conversation_turns", "messages", "conversation_reads")
+               for c in capture.arrow(name, ["conversation_id"])["conversation_id"].to_pylist() if c is not None}
+    assert {CONV_A, CONV_B} <= by_hand
+    assert list(ids) == sorted(by_hand)
+    links = telemetry.conversation_links(capture)
+    assert all(bool(r.captured) == (r.conversation_id in set(ids)) for r in links.itertuples())
+
+
 def test_telemetry_report_counts(capture):
     tel = telemetry.telemetry_report(capture)
     assert tel["segment"] == {

@@ -20,8 +20,6 @@ import logging
 import re
 
 import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from analyzer.store import Capture
 
@@ -150,7 +148,7 @@ def _engine_for(capture: Capture, engine=None):
 def _prepare_sightings(engine, multi: bool) -> None:
     """Tables ``tel_<source>`` (each event with a row id, ``host`` filled) and ``id_sightings``,
     once per engine."""
-    if getattr(engine, "_sightings_prepared", False):
+    if engine.prepared("sightings"):
         return
     d = engine.dialect
     member, header = d.literal(_sql_regex(ID_MEMBER)), d.literal(_sql_regex(_ID_HEADER))
@@ -189,7 +187,7 @@ def _prepare_sightings(engine, multi: bool) -> None:
         SELECT DISTINCT source, event, host, kind, value FROM id_found
         WHERE kind IS NOT NULL AND value IS NOT NULL AND value <> ''""")
     engine.drop("id_found")
-    engine._sightings_prepared = True
+    engine.mark_prepared("sightings")
 
 
 def identifier_sightings(capture: Capture, engine=None) -> pd.DataFrame:
@@ -284,12 +282,16 @@ def _link_counts(engine) -> dict[str, int]:
             "conversations_linked": int(row["linked"])}
 
 
-def captured_conversations(capture: Capture) -> pd.Index:
-    """Conversation ids present in ``conversation_turns``, ``messages`` or ``conversation_reads``."""
-    ids = pa.chunked_array([chunk for name in ("conversation_turns", "messages", "conversation_reads")
-                            for chunk in capture.arrow(name, ["conversation_id"])["conversation_id"].chunks],
-                           type=pa.string())
-    return pd.Index(pc.unique(ids.drop_null()).to_pandas())
+def captured_conversations(capture: Capture, engine=None) -> pd.Index:
+    """Conversation ids present in ``conversation_turns``, ``messages`` or ``conversation_reads``
+    (sorted): the set an analytics event's conversation is looked up in, by the same query."""
+    eng, _, own = _engine_for(capture, engine)
+    try:
+        out = eng.sql(f"SELECT conversation_id FROM ({_CAPTURED_CONVERSATIONS}) c ORDER BY conversation_id")
+    finally:
+        if own:
+            eng.close()
+    return pd.Index(out["conversation_id"].astype(object), name=None)
 
 
 def conversation_links(capture: Capture, engine=None) -> pd.DataFrame:

@@ -119,6 +119,14 @@ class Engine(abc.ABC):
     def sql(self, query: str) -> pd.DataFrame:
         """The result of ``query`` as a pandas DataFrame (timestamps tz-aware UTC)."""
 
+    def prepared(self, name: str) -> bool:
+        """Whether the tables called ``name`` (a set a caller builds once per engine, such as the
+        telemetry sightings) are built: :meth:`mark_prepared` says so once they are."""
+        return name in self.__dict__.get("_prepared", ())
+
+    def mark_prepared(self, name: str) -> None:
+        self.__dict__.setdefault("_prepared", set()).add(name)
+
     def close(self) -> None:  # noqa: B027 (optional for a backend)
         """Release what the engine holds (temporary files, views)."""
 
