@@ -90,3 +90,14 @@ def union_stats(engine, monkeypatch, *, bins: int = 7, exact_max: int = 5, cell_
             wanted[name] = (v.size, float(v.min()), float(v.max()), [cell_of[m] for m in members])
     got = exact_quantiles(engine, "SELECT cell, v FROM cell_values", wanted, STAT_FRACTIONS)
     return got, values
+
+
+def check_unions(got: dict, values: dict) -> None:
+    """Every union's percentiles are NumPy's to 1e-12; a rank that is one of its values, that value."""
+    assert set(got) == set(UNIONS)
+    for name, qs in got.items():
+        want = np.percentile(values[name], [50, 90, 95, 99])
+        for g, w in zip(qs, want, strict=True):
+            assert abs(g - w) <= 1e-12 * max(1.0, abs(w)), (name, qs, want)
+            if np.isin(w, values[name]):
+                assert g == w, (name, qs, want)

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
@@ -316,7 +317,7 @@ def test_groups_sharing_cells_get_numpys_percentiles(tmp_path, monkeypatch, bins
     """Groups that are unions of cells (the pooled ITL and the per-model ITL share the (kind, model)
     cells; the first pass counts each cell once and sums a group's bins): every union, overlapping or
     not, of ties, signs, ±1e300 and a long tail, is NumPy's."""
-    from tests.quantile_cases import UNIONS, union_stats
+    from tests.quantile_cases import check_unions, union_stats
 
     engine = open_engine("duckdb")
     try:
@@ -324,13 +325,40 @@ def test_groups_sharing_cells_get_numpys_percentiles(tmp_path, monkeypatch, bins
                                   **({"bins": 64, "cell_budget": 1_000_000} if bins == "adaptive" else {}))
     finally:
         engine.close()
-    assert set(got) == set(UNIONS)
-    for name, qs in got.items():
-        want = np.percentile(values[name], [50, 90, 95, 99])
-        for g, w in zip(qs, want, strict=True):
-            assert g == pytest.approx(w, rel=1e-12, abs=1e-12), (name, qs, want)
-            if np.isin(w, values[name]):  # a rank that is one of the union's values is that value exactly
-                assert g == w, (name, qs, want)
+    check_unions(got, values)
+
+
+def test_a_range_that_overflows_is_binned_not_fetched(monkeypatch):
+    """±1.5e308 beside 50,000 ordinary values: max − min overflows to inf. The passes still cut the
+    range into bins (no pass brings back more than its bins, or EXACT_MAX values), and the
+    percentiles are NumPy's."""
+    from analyzer.engine import metrics as engine_metrics
+    from analyzer.engine.metrics import STAT_FRACTIONS, exact_quantiles
+    from tests.quantile_cases import CELL_SCHEMA
+
+    rng = np.random.default_rng(3)
+    values = np.concatenate([[-1.5e308, 1.5e308], rng.normal(0, 1, 50_000)])
+    monkeypatch.setattr(engine_metrics, "CELL_BUDGET", 1000)
+    engine = open_engine("duckdb")
+    sizes: list[int] = []
+    run = engine.sql
+
+    def counted(query):
+        out = run(query)
+        sizes.append(len(out))
+        return out
+
+    try:
+        engine.register_frame("wide_values", pd.DataFrame({"cell": np.zeros(values.size, dtype="int64"), "v": values}),
+                              CELL_SCHEMA)
+        engine.sql = counted
+        got = exact_quantiles(engine, "SELECT cell, v FROM wide_values",
+                              {"g": (values.size, float(values.min()), float(values.max()), [0])}, STAT_FRACTIONS)
+    finally:
+        engine.close()
+    assert sizes and max(sizes) <= max(1000, engine_metrics.EXACT_MAX) * 2, sizes
+    for g, w in zip(got["g"], np.percentile(values, [50, 90, 95, 99]), strict=True):
+        assert g == pytest.approx(w, rel=1e-12, abs=1e-12)
 
 
 @pytest.mark.parametrize("by", [None, "model", "hour"])

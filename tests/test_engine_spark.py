@@ -161,21 +161,15 @@ def test_out_of_core_percentiles_on_adversarial_groups_match_numpy(spark, tmp_pa
 def test_groups_sharing_cells_match_numpy(spark, tmp_path, monkeypatch):
     """Groups that are unions of shared cells (how the pooled and per-model ITL are counted) on
     Spark: NumPy's percentiles, as on DuckDB (tests/test_engine.py)."""
-    import numpy as np
-
     from analyzer.engine import open_engine
-    from tests.quantile_cases import UNIONS, union_stats
+    from tests.quantile_cases import check_unions, union_stats
 
     engine = open_engine("spark", spark_session=spark)
     try:
         got, values = union_stats(engine, monkeypatch, bins=16, exact_max=64)
     finally:
         engine.close()
-    assert set(got) == set(UNIONS)
-    for name, qs in got.items():
-        want = np.percentile(values[name], [50, 90, 95, 99])
-        for g, w in zip(qs, want, strict=True):
-            assert math.isclose(g, w, rel_tol=1e-12, abs_tol=1e-12), (name, qs, want)
+    check_unions(got, values)
 
 
 def test_spark_string_literals_are_the_text_exactly(spark):

@@ -177,13 +177,11 @@ def exact_quantiles(engine: Engine, values: str, wanted: dict[Hashable, tuple[in
             if tid in done:
                 continue
             done.add(tid)
-            lo, hi = t[2], t[3]
-            w = (hi - lo) / bins
-            exact = t[5] <= EXACT_MAX or passes >= MAX_PASSES or not (np.isfinite(w) and w > 0)
-            rows += [{"tid": tid, "cell": c, "lo": lo, "hi": hi, "w": 1.0 if exact else w, "exact": exact}
-                     for c in cells_of[t[0]]]
+            w = _bin_width(t[2], t[3], bins)
+            exact = t[5] <= EXACT_MAX or passes >= MAX_PASSES or not w > 0
+            rows += [_target(tid, c, t[2], t[3], w, exact) for c in cells_of[t[0]]]
         frame = _count_pass(engine, _within(values, rows), rows, "b.v >= t.lo AND b.v <= t.hi")
-        by_tid = {int(tid): grp for tid, grp in frame.groupby("tid", sort=False)}
+        by_tid = {int(tid): _Bins(grp) for tid, grp in frame.groupby("tid", sort=False)}
         for t in pending:
             t[2], t[3], t[4], t[5] = _narrow(by_tid[intervals[(t[0], t[2], t[3])]], t)
     out: dict[Hashable, list[float]] = {}
@@ -198,7 +196,23 @@ def exact_quantiles(engine: Engine, values: str, wanted: dict[Hashable, tuple[in
 
 
 _TARGETS_SCHEMA = pa.schema([("tid", pa.int64()), ("cell", pa.int64()), ("lo", pa.float64()), ("hi", pa.float64()),
-                             ("w", pa.float64()), ("exact", pa.bool_())])
+                             ("w", pa.float64()), ("off", pa.float64()), ("exact", pa.bool_())])
+
+
+def _bin_width(lo: float, hi: float, bins: int) -> float:
+    """The width of ``bins`` equal bins over [lo, hi]; finite when ``hi - lo`` overflows (±1e308
+    values), so that such a range is binned too, not fetched value by value. 0 for an interval too
+    narrow to cut."""
+    w = (hi - lo) / bins
+    return w if np.isfinite(w) else hi / bins - lo / bins
+
+
+def _target(tid: int, cell: int, lo: float, hi: float, w: float, exact: bool) -> dict:
+    """A row of quantile_targets. A value's bin is ``floor(v / w - lo / w)``: monotone in v, which
+    is all the passes need of it, and finite for every finite v in [lo, hi] (|v| / w is at most
+    about 2^53 bins), where ``(v - lo) / w`` overflows on a range of ±1e308."""
+    return {"tid": tid, "cell": cell, "lo": lo, "hi": hi, "w": 1.0 if exact else w,
+            "off": 0.0 if exact else lo / w, "exact": exact}
 
 
 def _count_pass(engine: Engine, values: str, rows: list[dict], within: str) -> pd.DataFrame:
@@ -206,14 +220,14 @@ def _count_pass(engine: Engine, values: str, rows: list[dict], within: str) -> p
     and max of the values of the target's cells (``within``: the join's bounds on ``b.v``)."""
     engine.register_frame("quantile_targets", pd.DataFrame(rows, columns=_TARGETS_SCHEMA.names), _TARGETS_SCHEMA)
     return engine.sql(f"""
-        SELECT t.tid AS tid, CASE WHEN t.exact THEN b.v ELSE floor((b.v - t.lo) / t.w) END AS bin,
+        SELECT t.tid AS tid, CASE WHEN t.exact THEN b.v ELSE floor(b.v / t.w - t.off) END AS bin,
                count(*) AS c, min(b.v) AS mn, max(b.v) AS mx
         FROM ({values}) b JOIN quantile_targets t ON t.cell = b.cell AND {within}
         GROUP BY 1, 2""")
 
 
 def _first_pass(engine: Engine, values: str, groups: dict[Hashable, tuple[int, float, float, Sequence[int]]],
-                cells_of: dict[Hashable, tuple[int, ...]]) -> dict[Hashable, pd.DataFrame]:
+                cells_of: dict[Hashable, tuple[int, ...]]) -> dict[Hashable, _Bins]:
     """Pass 1: the bins of every group's values over its whole range, from one count per (cell, bin).
 
     Cells that groups tie together (a union-find over the groups' cells) share one grid, the range of
@@ -239,9 +253,8 @@ def _first_pass(engine: Engine, values: str, groups: dict[Hashable, tuple[int, f
     rows = []
     for c in parent:
         lo, hi, most = span[root(c)]
-        w = (hi - lo) / bins
-        exact = most <= EXACT_MAX or not (np.isfinite(w) and w > 0)
-        rows.append({"tid": c, "cell": c, "lo": lo, "hi": hi, "w": 1.0 if exact else w, "exact": exact})
+        w = _bin_width(lo, hi, bins)
+        rows.append(_target(c, c, lo, hi, w, most <= EXACT_MAX or not w > 0))
     # every value of a cell is inside its grid (the grid spans its groups' min..max): no bounds to check
     frame = _count_pass(engine, values, rows, "TRUE")
     out = {}
@@ -249,20 +262,28 @@ def _first_pass(engine: Engine, values: str, groups: dict[Hashable, tuple[int, f
         mine = frame[frame["tid"].isin(cells_of[g])]
         if len(cells_of[g]) > 1:
             mine = mine.groupby("bin", sort=False).agg(c=("c", "sum"), mn=("mn", "min"), mx=("mx", "max")).reset_index()
-        out[g] = mine
+        out[g] = _Bins(mine)
     return out
 
 
-def _narrow(bins: pd.DataFrame, t: list) -> tuple[float, float, int, int]:
-    """Target ``t``'s new interval (lo, hi), count below it and count in it: the bin of ``bins`` (its
-    count ``c``, min ``mn``, max ``mx``; monotone in the value, so ordered by ``mn`` they are ordered
-    and disjoint) holding the target's rank."""
-    bins = bins.sort_values("mn", kind="stable")
-    cum = np.cumsum(bins["c"].to_numpy(dtype="int64"))
+class _Bins:
+    """One group's (or interval's) bins from a pass: counts ``c``, minima ``mn`` and maxima ``mx``,
+    ordered by ``mn`` (bins are monotone in the value: so ordered they are ordered and disjoint),
+    with the running count; sorted once for all the ranks that look in them."""
+
+    def __init__(self, frame: pd.DataFrame) -> None:
+        frame = frame.sort_values("mn", kind="stable")
+        self.cum = np.cumsum(frame["c"].to_numpy(dtype="int64"))
+        self.mn = frame["mn"].to_numpy(dtype="float64")
+        self.mx = frame["mx"].to_numpy(dtype="float64")
+
+
+def _narrow(bins: _Bins, t: list) -> tuple[float, float, int, int]:
+    """Target ``t``'s new interval (lo, hi), count below it and count in it: the bin holding its rank."""
     local = t[1] - t[4]
-    j = int(np.searchsorted(cum, local, side="right"))  # the first bin whose cumulative count > local
-    before = int(cum[j - 1]) if j else 0
-    return float(bins["mn"].iloc[j]), float(bins["mx"].iloc[j]), t[4] + before, int(cum[j]) - before
+    j = int(np.searchsorted(bins.cum, local, side="right"))  # the first bin whose running count > local
+    before = int(bins.cum[j - 1]) if j else 0
+    return float(bins.mn[j]), float(bins.mx[j]), t[4] + before, int(bins.cum[j]) - before
 
 
 def _within(values: str, rows: list[dict], most: int = 64) -> str:
