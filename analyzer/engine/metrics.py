@@ -141,15 +141,15 @@ def exact_quantiles(engine: Engine, values: str, wanted: dict[Hashable, tuple[in
     rank's bin (its exact min and max) and the count below it, until the bin is one value. The
     first pass counts per (cell, bin) on one grid for all the cells that groups tie together, and
     sums a group's bins over its cells; later passes count per (interval, bin), reading only the
-    values inside some open interval."""
+    values in a first-pass bin that some open interval is in."""
     cells_of = {g: tuple(int(c) for c in w[3]) for g, w in wanted.items()}
-    # target: [group, rank, lo, hi, below, count, value]
+    # target: [group, rank, lo, hi, below, count, value, its bin of the first pass]
     targets: dict[tuple, list] = {}
     for g, (n, mn, mx, _) in wanted.items():
         for q in fractions:
             h = (n - 1) * float(q)
             for r in (int(np.floor(h)), int(np.ceil(h))):
-                targets.setdefault((g, r), [g, r, mn, mx, 0, n, None])
+                targets.setdefault((g, r), [g, r, mn, mx, 0, n, None, None])
     passes = 0
     while True:
         pending = []
@@ -164,7 +164,7 @@ def exact_quantiles(engine: Engine, values: str, wanted: dict[Hashable, tuple[in
         if passes == 1:
             found = _first_pass(engine, values, {t[0]: wanted[t[0]] for t in pending}, cells_of)
             for t in pending:
-                t[2], t[3], t[4], t[5] = _narrow(found[t[0]], t)
+                t[2], t[3], t[4], t[5], t[7] = _narrow(found[t[0]], t)
             continue
         intervals: dict[tuple, int] = {}
         for t in pending:
@@ -180,10 +180,16 @@ def exact_quantiles(engine: Engine, values: str, wanted: dict[Hashable, tuple[in
             w = _bin_width(t[2], t[3], bins)
             exact = t[5] <= EXACT_MAX or passes >= MAX_PASSES or not w > 0
             rows += [_target(tid, c, t[2], t[3], w, exact) for c in cells_of[t[0]]]
-        frame = _count_pass(engine, _within(values, rows), rows, "b.v >= t.lo AND b.v <= t.hi")
-        by_tid = {int(tid): _Bins(grp) for tid, grp in frame.groupby("tid", sort=False)}
+        # Read only the values in a first-pass bin some target is still inside: a semi-join on
+        # (cell, bin), whatever the number of intervals.
+        open_bins = pd.DataFrame(sorted({(c, t[7]) for t in pending for c in cells_of[t[0]]}), columns=["cell", "k"])
+        engine.register_frame("quantile_open", open_bins, _OPEN_SCHEMA)
+        inside = (f"SELECT b.cell, b.v FROM ({values}) b JOIN quantile_grid g ON g.cell = b.cell "
+                  f"JOIN quantile_open o ON o.cell = b.cell AND o.k = floor(b.v / g.w - g.off)")
+        frame = _count_pass(engine, inside, rows, "b.v >= t.lo AND b.v <= t.hi")
+        by_tid = _bins_by(frame, "tid")
         for t in pending:
-            t[2], t[3], t[4], t[5] = _narrow(by_tid[intervals[(t[0], t[2], t[3])]], t)
+            t[2], t[3], t[4], t[5], _ = _narrow(by_tid[intervals[(t[0], t[2], t[3])]], t)
     out: dict[Hashable, list[float]] = {}
     for g, (n, _, _, _) in wanted.items():
         qs = []
@@ -197,6 +203,10 @@ def exact_quantiles(engine: Engine, values: str, wanted: dict[Hashable, tuple[in
 
 _TARGETS_SCHEMA = pa.schema([("tid", pa.int64()), ("cell", pa.int64()), ("lo", pa.float64()), ("hi", pa.float64()),
                              ("w", pa.float64()), ("off", pa.float64()), ("exact", pa.bool_())])
+
+
+_GRID_SCHEMA = pa.schema([("cell", pa.int64()), ("w", pa.float64()), ("off", pa.float64())])
+_OPEN_SCHEMA = pa.schema([("cell", pa.int64()), ("k", pa.float64())])
 
 
 def _bin_width(lo: float, hi: float, bins: int) -> float:
@@ -257,56 +267,50 @@ def _first_pass(engine: Engine, values: str, groups: dict[Hashable, tuple[int, f
         rows.append(_target(c, c, lo, hi, w, most <= EXACT_MAX or not w > 0))
     # every value of a cell is inside its grid (the grid spans its groups' min..max): no bounds to check
     frame = _count_pass(engine, values, rows, "TRUE")
-    out = {}
-    for g in groups:
-        mine = frame[frame["tid"].isin(cells_of[g])]
-        if len(cells_of[g]) > 1:
-            mine = mine.groupby("bin", sort=False).agg(c=("c", "sum"), mn=("mn", "min"), mx=("mx", "max")).reset_index()
-        out[g] = _Bins(mine)
-    return out
+    # The grid, for later passes to find a value's first-pass bin again (a cell binned exactly is
+    # done after this pass: each of its bins is one value).
+    engine.register_frame("quantile_grid", pd.DataFrame([{"cell": r["cell"], "w": r["w"], "off": r["off"]}
+                                                         for r in rows if not r["exact"]], columns=["cell", "w", "off"]),
+                          _GRID_SCHEMA)
+    # Each group's bins: the sums over its cells' (one merge and one sort for all the groups).
+    names = list(groups)
+    member = pd.DataFrame([(c, i) for i, g in enumerate(names) for c in cells_of[g]], columns=["tid", "gi"])
+    merged = (frame.merge(member, on="tid").groupby(["gi", "bin"], sort=False)
+              .agg(c=("c", "sum"), mn=("mn", "min"), mx=("mx", "max")).reset_index())
+    by_index = _bins_by(merged, "gi")
+    return {g: by_index[i] for i, g in enumerate(names)}
 
 
 class _Bins:
-    """One group's (or interval's) bins from a pass: counts ``c``, minima ``mn`` and maxima ``mx``,
-    ordered by ``mn`` (bins are monotone in the value: so ordered they are ordered and disjoint),
-    with the running count; sorted once for all the ranks that look in them."""
+    """One group's (or interval's) bins from a pass, ordered by their minimum (bins are monotone in
+    the value: so ordered they are ordered and disjoint): the running count ``cum``, minima ``mn``,
+    maxima ``mx`` and the bins' numbers ``bin``."""
 
-    def __init__(self, frame: pd.DataFrame) -> None:
-        frame = frame.sort_values("mn", kind="stable")
-        self.cum = np.cumsum(frame["c"].to_numpy(dtype="int64"))
-        self.mn = frame["mn"].to_numpy(dtype="float64")
-        self.mx = frame["mx"].to_numpy(dtype="float64")
+    __slots__ = ("cum", "mn", "mx", "bin")
+
+    def __init__(self, cum: np.ndarray, mn: np.ndarray, mx: np.ndarray, bin: np.ndarray) -> None:  # noqa: A002
+        self.cum, self.mn, self.mx, self.bin = cum, mn, mx, bin
 
 
-def _narrow(bins: _Bins, t: list) -> tuple[float, float, int, int]:
-    """Target ``t``'s new interval (lo, hi), count below it and count in it: the bin holding its rank."""
+def _bins_by(frame: pd.DataFrame, key: str) -> dict[int, _Bins]:
+    """Per value of the integer column ``key`` of a pass's (key, bin, c, mn, mx) rows: its bins, from
+    one sort of the whole frame (thousands of groups under --by hour: no pandas call per group)."""
+    frame = frame.sort_values([key, "mn"], kind="stable")
+    keys = frame[key].to_numpy(dtype="int64")
+    c = frame["c"].to_numpy(dtype="int64")
+    mn, mx = frame["mn"].to_numpy(dtype="float64"), frame["mx"].to_numpy(dtype="float64")
+    b = frame["bin"].to_numpy(dtype="float64")
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]]) if len(keys) else np.array([], dtype="int64")
+    ends = np.r_[starts[1:], len(keys)].astype("int64")
+    return {int(keys[s]): _Bins(np.cumsum(c[s:e]), mn[s:e], mx[s:e], b[s:e]) for s, e in zip(starts, ends, strict=True)}
+
+
+def _narrow(bins: _Bins, t: list) -> tuple[float, float, int, int, float]:
+    """Target ``t``'s new interval (lo, hi), count below it, count in it, and the bin holding its rank."""
     local = t[1] - t[4]
     j = int(np.searchsorted(bins.cum, local, side="right"))  # the first bin whose running count > local
     before = int(bins.cum[j - 1]) if j else 0
-    return float(bins.mn[j]), float(bins.mx[j]), t[4] + before, int(bins.cum[j]) - before
-
-
-def _within(values: str, rows: list[dict], most: int = 64) -> str:
-    """``values`` with only the rows inside some target's interval (widened by a few ulps: the
-    exact bounds are the join's): after the first pass the intervals are narrow, and a filter on one
-    double drops nearly every row before the join. Over ``most`` intervals, as is."""
-    spans = sorted({(r["lo"], r["hi"]) for r in rows})
-    if len(spans) > most:
-        return values
-    merged: list[list[float]] = []
-    for lo, hi in spans:
-        if merged and lo <= merged[-1][1]:
-            merged[-1][1] = max(merged[-1][1], hi)
-        else:
-            merged.append([lo, hi])
-
-    def bound(x: float, towards: float) -> str:
-        for _ in range(4):
-            x = float(np.nextafter(x, towards))
-        return f"CAST('{x!r}' AS DOUBLE)"
-
-    ors = " OR ".join(f"(v >= {bound(lo, -np.inf)} AND v <= {bound(hi, np.inf)})" for lo, hi in merged)
-    return f"SELECT * FROM ({values}) w WHERE {ors}"
+    return float(bins.mn[j]), float(bins.mx[j]), t[4] + before, int(bins.cum[j]) - before, float(bins.bin[j])
 
 
 def has_column(table: str, column: str) -> bool:
