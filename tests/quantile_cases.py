@@ -67,11 +67,15 @@ UNIONS = {
 }
 
 
-def union_stats(engine, monkeypatch, *, bins: int = 7, exact_max: int = 5, cell_budget: int = 0) -> tuple[dict, dict]:
+def union_stats(engine, monkeypatch, *, bins: int = 7, exact_max: int = 5, cell_budget: int = 0,
+                range_filter: int | None = None) -> tuple[dict, dict]:
     """(got, values): each of :data:`UNIONS` by ``exact_quantiles`` over shared cells, and its finite
-    values, for the check against NumPy."""
+    values, for the check against NumPy. ``range_filter``: the most open intervals a pass filters by
+    comparisons (0: always the (cell, bin) semi-join)."""
     from analyzer.engine.metrics import STAT_FRACTIONS, exact_quantiles
 
+    if range_filter is not None:
+        monkeypatch.setattr(engine_metrics, "MAX_RANGE_FILTER", range_filter)
     monkeypatch.setattr(engine_metrics, "QUANTILE_BINS", bins)
     monkeypatch.setattr(engine_metrics, "CELL_BUDGET", cell_budget)
     monkeypatch.setattr(engine_metrics, "EXACT_MAX", exact_max)

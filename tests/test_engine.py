@@ -313,15 +313,17 @@ def test_out_of_core_percentiles_are_numpys_on_adversarial_groups(tmp_path, monk
 
 
 @pytest.mark.parametrize("bins", ["fixed", "adaptive"])
-def test_groups_sharing_cells_get_numpys_percentiles(tmp_path, monkeypatch, bins):
+@pytest.mark.parametrize("range_filter", [0, 10**6])
+def test_groups_sharing_cells_get_numpys_percentiles(tmp_path, monkeypatch, bins, range_filter):
     """Groups that are unions of cells (the pooled ITL and the per-model ITL share the (kind, model)
     cells; the first pass counts each cell once and sums a group's bins): every union, overlapping or
-    not, of ties, signs, ±1e300 and a long tail, is NumPy's."""
+    not, of ties, signs, ±1e300 and a long tail, is NumPy's; later passes filtered by the (cell, bin)
+    semi-join (0) or by comparisons on the value."""
     from tests.quantile_cases import check_unions, union_stats
 
     engine = open_engine("duckdb")
     try:
-        got, values = union_stats(engine, monkeypatch,
+        got, values = union_stats(engine, monkeypatch, range_filter=range_filter,
                                   **({"bins": 64, "cell_budget": 1_000_000} if bins == "adaptive" else {}))
     finally:
         engine.close()
