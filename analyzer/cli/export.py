@@ -10,7 +10,12 @@ from analyzer.inert import inert
 
 @click.group("export")
 def command() -> None:
-    """Export a capture into another tool's format."""
+    """Export a capture into another tool's format.
+
+    \b
+    Example:
+        analyze export otel captures/sample.parquet -o traces.jsonl
+    """
 
 
 @command.command("otel")
