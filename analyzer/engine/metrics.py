@@ -515,11 +515,10 @@ class Metrics:
                               ELSE CAST(n_text_events AS DOUBLE) END AS tokens,
                          CASE WHEN {finite_reported} THEN reported_source ELSE 'text_events' END AS token_source
                   FROM ({answer_rows}) r) a""")
-        # The cells of the gaps: each (kind, model, is_codex) an integer. The ITL statistics of the
-        # report (pooled per kind, per model, the Codex calls') are unions of these cells: one scan of
-        # the gaps counts them all (gap_itl), and a gap carries 4 bytes of its answer's keys, not 3
-        # columns of strings.
-        # With --by another key, that key is part of the cell too (``by_value``).
+        # The cells of the gaps: each (kind, model, is_codex, and the --by key when it is another key)
+        # an integer. The report's ITL statistics (pooled per kind, per model, the Codex calls', the
+        # --by groups') are unions of these cells: one scan of the gaps counts them all (gap_itl), and
+        # a gap carries 4 bytes of its answer's keys, not columns of strings.
         by_column = self.by if self.by not in (None, "model") else None
         by_value = by_column or "CAST(NULL AS STRING)"
         e.materialize("gap_cells", f"""
@@ -680,12 +679,10 @@ class Metrics:
                              for s in TOKEN_SOURCES))
         rows = self.grouped_stats("answers", {"ttft_ms": "ttft_ms", "tpot_ms": "tpot_ms", "e2e_ms": "e2e_ms"},
                                   ["kind", g], extra=extra)
-        if key is None:
-            itl = {(g[1], ""): s for g, s in self.gap_itl().items() if g[0] == "kind"}
-        elif key == "model":
-            itl = {g[1:]: s for g, s in self.gap_itl().items() if g[0] == "model"}
-        elif key == self.by:
-            itl = {g[1:]: s for g, s in self.gap_itl().items() if g[0] == "by"}
+        # the gap_itl groups of this key: pooled, per model, or the --by key's (another key: a join)
+        level = {None: "kind", "model": "model"}.get(key, "by" if key == self.by else None)
+        if level is not None:
+            itl = {g[1:]: s for g, s in self.gap_itl().items() if g[0] == level}
         else:
             gaps = self.grouped_stats("gap_answers ga JOIN answers a ON a.answer_no = ga.answer_no",
                                       {"itl_ms": "ga.itl_ms"}, ["a.kind", f"a.{g}"])
@@ -704,7 +701,7 @@ class Metrics:
         return out
 
     def gap_itl(self) -> dict[tuple, dict]:
-        """The ITL statistics that are unions of the gaps' cells (``gap_cells``): ``("kind", kind)``
+        """The ITL statistics that are unions of the gaps' cells (``gap_cells``): ``("kind", kind, "")``
         pools every gap of that kind's answers, ``("model", kind, model)`` one model's, ``("codex",
         model)`` the Codex backend's calls of a model, and with ``--by`` another key ``("by", kind,
         value)`` one group's. One aggregate per cell and one set of rank
@@ -719,7 +716,7 @@ class Metrics:
                 FROM gap_answers WHERE {finite} GROUP BY cell) g JOIN gap_cells c ON c.cell = g.cell ORDER BY c.cell""")
         merged: dict[tuple, list] = {}  # group -> [n, sum, min, max, cells]
         for r in per_cell.itertuples(index=False):
-            groups = [("kind", r.kind), ("model", r.kind, r.model)]
+            groups = [("kind", r.kind, ""), ("model", r.kind, r.model)]
             if r.kind == "api" and bool(r.is_codex):
                 groups.append(("codex", r.model))
             if self.by not in (None, "model"):
